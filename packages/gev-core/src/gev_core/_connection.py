@@ -1,0 +1,450 @@
+"""One accepted TCP connection: its fd, its buffers, its place in the loop.
+
+Rules of this file:
+
+* Every method whose name starts with ``_`` runs on the connection's loop thread only. The public
+  methods (``send``, ``write``, ``close``, ``shutdown_write``, ``abort``) may be called from any
+  thread: off the loop they are queued to it (one wake-up per batch); on the loop, while the loop is
+  dispatching a batch of I/O events, they are deferred to the end of that batch, which is what makes
+  a reply returned from ``on_message`` leave before anything ``send`` was asked to send inside it.
+* The common case -- no unparsed input, no pending output, the default protocol -- never reaches
+  this file: the loop reads, calls the handler and writes inline (``_fast`` says when it may).
+  Everything here is the uncommon case: leftovers, backlogs, backpressure, shutdown and close.
+* Buffered sizes are O(1) to read: both buffers are ring buffers with their own length.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from typing import TYPE_CHECKING, Any
+
+from gev_ringbuffer import RingBuffer
+
+from ._errors import ConnectionClosed, ProtocolError
+from ._poll import ERROR, READ, WRITE
+
+if TYPE_CHECKING:
+    from ._loop import EventLoop
+    from ._protocol import Protocol
+
+logger = logging.getLogger("gev")
+
+# Connection states. CLOSING: no more reads or new writes; pending output drains, then the
+# fd closes.
+OPEN, CLOSING, CLOSED = 0, 1, 2
+
+_UNREGISTERED = -1
+
+
+class Connection:
+    """A TCP connection served by a gev loop.
+
+    Handlers receive it in every callback. ``context`` is a free slot for the application;
+    ``set``/``get``/``delete`` offer a small thread-safe key-value store beside it.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_addr",
+        "_fast",
+        "_fd",
+        "_in",
+        "_kv",
+        "_loop",
+        "_mask",
+        "_out",
+        "_paused",
+        "_shut",
+        "_state",
+        "context",
+        "handler",
+        "last_active",
+        "protocol",
+        "state",
+    )
+
+    def __init__(
+        self,
+        fd: int,
+        addr: Any,
+        loop: EventLoop,
+        handler: Any,
+        protocol: Protocol,
+    ) -> None:
+        self._fd = fd
+        self._addr = addr
+        self._loop = loop
+        self.handler = handler
+        #: The frame codec serving this connection (a plugin may swap it on the first bytes).
+        self.protocol = protocol
+        #: Per-connection state owned by the protocol (e.g. a WebSocket session).
+        self.state: Any = None
+        #: Free for the application, like gev's ``Context()``; touch it on the loop thread.
+        self.context: Any = None
+        #: The loop's clock reading at the last read or write (kept for idle reaping).
+        self.last_active = loop.now
+        self._kv: dict[str, Any] | None = None
+        self._in: RingBuffer | None = None
+        self._out: RingBuffer | None = None
+        self._state = OPEN
+        self._paused = False
+        self._shut = False
+        self._mask = _UNREGISTERED
+        self._fast = loop._fast_protocol is protocol
+
+    # ------------------------------------------------------------------ public, any thread
+
+    @property
+    def loop(self) -> EventLoop:
+        return self._loop
+
+    @property
+    def connected(self) -> bool:
+        """True until the connection starts closing."""
+        return self._state == OPEN
+
+    @property
+    def closing(self) -> bool:
+        """True once ``close`` was called or the peer went away."""
+        return self._state != OPEN
+
+    @property
+    def peer_addr(self) -> str:
+        """The peer as ``"ip:port"`` (``"[ip]:port"`` for IPv6)."""
+        addr = self._addr
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            host = addr[0]
+            return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+        return str(addr)
+
+    @property
+    def remote_address(self) -> Any:
+        """The peer address as the socket module gives it, e.g. ``("127.0.0.1", 51234)``."""
+        return self._addr
+
+    @property
+    def read_buffer_length(self) -> int:
+        """Bytes received but not yet parsed into a message."""
+        buf = self._in
+        return len(buf) if buf is not None else 0
+
+    @property
+    def write_buffer_length(self) -> int:
+        """Bytes accepted for sending that the kernel has not taken yet."""
+        buf = self._out
+        return len(buf) if buf is not None else 0
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def send(self, data: Any) -> None:
+        """Frame ``data`` with the connection's protocol and send it. Safe from any thread.
+
+        :raises ConnectionClosed: the connection is already closing or closed.
+        """
+        if self._state != OPEN:
+            raise ConnectionClosed(f"{self!r} is closed")
+        self.write(self.protocol.pack(self, data))
+
+    def write(self, data: Any) -> None:
+        """Send raw bytes, bypassing the protocol's ``pack``. Safe from any thread.
+
+        ``bytearray`` and ``memoryview`` arguments are copied when the write has to wait, so the
+        caller may reuse them as soon as this returns.
+        """
+        if self._state != OPEN:
+            raise ConnectionClosed(f"{self!r} is closed")
+        loop = self._loop
+        if loop._thread_id == threading.get_ident():
+            if loop._dispatching:
+                loop._deferred.append((self._write, _owned(data)))
+            else:
+                self._write(data)
+        else:
+            loop.call_soon_threadsafe(self._write, _owned(data))
+
+    def close(self) -> None:
+        """Close once everything already sent is flushed. Safe from any thread; idempotent."""
+        self._loop_call(self._close)
+
+    def abort(self) -> None:
+        """Close at once, dropping pending output. Safe from any thread; idempotent."""
+        self._loop_call(self._abort)
+
+    def shutdown_write(self) -> None:
+        """Send FIN once pending output has been flushed (gev dropped it). Safe from any thread.
+
+        Reading goes on until the peer closes, then ``on_close`` runs as usual.
+        """
+        self._loop_call(self._shutdown_write)
+
+    def set(self, key: str, value: Any) -> None:
+        kv = self._kv
+        if kv is None:
+            kv = self._kv = {}
+        kv[key] = value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        kv = self._kv
+        return default if kv is None else kv.get(key, default)
+
+    def delete(self, key: str) -> None:
+        kv = self._kv
+        if kv is not None:
+            kv.pop(key, None)
+
+    def __repr__(self) -> str:
+        state = ("open", "closing", "closed")[self._state]
+        return (
+            f"<Connection fd={self._fd} peer={self.peer_addr} {state}"
+            f" in={self.read_buffer_length} out={self.write_buffer_length}"
+            f"{' paused' if self._paused else ''}>"
+        )
+
+    # ------------------------------------------------------------------ loop thread only
+
+    def _loop_call(self, fn: Any) -> None:
+        loop = self._loop
+        if loop._thread_id == threading.get_ident():
+            if loop._dispatching:
+                loop._deferred.append((fn, None))
+            else:
+                fn(None)
+        else:
+            loop.call_soon_threadsafe(fn, None)
+
+    def _refresh_fast(self) -> None:
+        self._fast = (
+            self._state == OPEN
+            and self._in is None
+            and self._out is None
+            and self.protocol is self._loop._fast_protocol
+        )
+
+    def _interest(self) -> int:
+        mask = 0
+        if self._state == OPEN and not self._paused:
+            mask = READ
+        if self._out is not None:
+            mask |= WRITE
+        return mask
+
+    def _update_interest(self) -> None:
+        old = self._mask
+        if old == _UNREGISTERED or self._state == CLOSED:
+            return
+        new = self._interest()
+        if new != old:
+            self._mask = new
+            self._loop._poller.modify(self._fd, new)
+
+    def _on_event(self, ev: int) -> None:
+        if ev & WRITE:
+            self._on_writable()
+        if ev & READ:
+            if self._state == OPEN and not self._paused:
+                self._on_readable()
+        elif ev & ERROR and self._state != CLOSED and not ev & WRITE:
+            # Hang-up or error with nothing readable: nobody will ever take our output.
+            self._abort(None)
+
+    def _on_readable(self) -> None:
+        loop = self._loop
+        fd = self._fd
+        try:
+            n = os.readv(fd, loop._rbufs)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._abort(exc)
+            return
+        if n == 0:
+            self._on_eof()
+            return
+        self.last_active = loop.now
+        out = loop._out
+        inbuf = self._in
+        try:
+            if inbuf is None:
+                view = loop._rview[:n]
+                try:
+                    consumed = self.protocol.receive(self, view, out)
+                    if consumed < n and self._state == OPEN:
+                        inbuf = self._in = RingBuffer()
+                        inbuf.write(view[consumed:])
+                finally:
+                    view.release()
+            else:
+                if len(inbuf) + n > loop.max_read_buffer:
+                    raise ProtocolError(
+                        f"{len(inbuf) + n} unparsed bytes would exceed max_read_buffer"
+                        f" {loop.max_read_buffer}"
+                    )
+                chunk = loop._rview[:n]
+                inbuf.write(chunk)
+                chunk.release()
+                view = inbuf.linear_view()
+                try:
+                    consumed = self.protocol.receive(self, view, out)
+                finally:
+                    view.release()
+                inbuf.retrieve(consumed)
+                if not inbuf:
+                    self._in = None
+        except ProtocolError as exc:
+            out.clear()
+            logger.warning("closing %r: %s", self, exc)
+            self._abort(None)
+            return
+        except Exception:
+            out.clear()
+            logger.exception("closing %r: protocol or handler failed", self)
+            self._abort(None)
+            return
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            if self._state != CLOSED:
+                self._write(data)
+        self._refresh_fast()
+
+    def _on_eof(self) -> None:
+        # The peer will send nothing more; flush what we owe it, then close.
+        self._close(None)
+
+    def _write(self, data: Any) -> None:
+        if self._state == CLOSED:
+            return
+        if self._out is not None:
+            self._buffer(data, 0)
+            return
+        try:
+            n = os.write(self._fd, data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError as exc:
+            self._abort(exc)
+            return
+        self.last_active = self._loop.now
+        if n != len(data):
+            self._buffer(data, n)
+
+    def _buffer(self, data: Any, offset: int) -> None:
+        out = self._out
+        if out is None:
+            out = self._out = RingBuffer()
+            self._fast = False
+        mv = memoryview(data)
+        if mv.itemsize != 1 or mv.ndim != 1:
+            mv = mv.cast("B")
+        out.write(mv[offset:] if offset else mv)
+        loop = self._loop
+        size = len(out)
+        if size > loop.max_write_buffer:
+            logger.warning(
+                "closing %r: %d bytes of unsent output exceed max_write_buffer %d"
+                " (the peer is not reading)",
+                self,
+                size,
+                loop.max_write_buffer,
+            )
+            self._abort(None)
+            return
+        if size > loop.high_water and not self._paused:
+            self._paused = True
+        self._update_interest()
+
+    def _on_writable(self) -> None:
+        out = self._out
+        if out is None or self._state == CLOSED:
+            return
+        first, second = out.peek_all()
+        try:
+            n = os.writev(self._fd, (first, second)) if second else os.write(self._fd, first)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._abort(exc)
+            return
+        finally:
+            first.release()
+            second.release()
+        self.last_active = self._loop.now
+        out.retrieve(n)
+        if out:
+            if self._paused and len(out) <= self._loop.low_water:
+                self._paused = False
+                self._update_interest()
+            return
+        self._out = None
+        self._paused = False
+        if self._state == CLOSING:
+            self._finalize(None)
+            return
+        if self._shut:
+            self._do_shutdown()
+        self._update_interest()
+        self._refresh_fast()
+
+    def _shutdown_write(self, _: Any = None) -> None:
+        if self._state == CLOSED or self._shut:
+            return
+        self._shut = True
+        if self._out is None:
+            self._do_shutdown()
+
+    def _do_shutdown(self) -> None:
+        sock = socket.socket(fileno=self._fd)
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        finally:
+            sock.detach()
+
+    def _close(self, _: Any = None) -> None:
+        if self._state != OPEN:
+            return
+        self._in = None
+        if self._out is None:
+            self._finalize(None)
+            return
+        self._state = CLOSING
+        self._fast = False
+        self._update_interest()
+
+    def _abort(self, exc: BaseException | None = None) -> None:
+        if self._state == CLOSED:
+            return
+        if exc is not None and not isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+            logger.debug("closing %r after I/O error: %s", self, exc)
+        self._finalize(exc)
+
+    def _finalize(self, exc: BaseException | None) -> None:
+        loop = self._loop
+        self._state = CLOSED
+        self._fast = False
+        self._in = None
+        self._out = None
+        fd = self._fd
+        if self._mask != _UNREGISTERED:
+            loop._poller.unregister(fd)
+        loop._conns.pop(fd, None)
+        loop._closed_count += 1
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        try:
+            self.protocol.connection_lost(self)
+        except Exception:
+            logger.exception("protocol %r failed in connection_lost for %r", self.protocol, self)
+        loop._connection_closed(self)
+
+
+def _owned(data: Any) -> Any:
+    # A write that waits must not see later changes the caller makes to a mutable buffer.
+    return data if type(data) is bytes else bytes(data)

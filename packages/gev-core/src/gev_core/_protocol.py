@@ -1,0 +1,262 @@
+"""Frame codecs: turn a connection's byte stream into messages and replies back into bytes.
+
+Two ways to write one:
+
+* gev's way -- implement :meth:`Protocol.unpack` over a :class:`~gev_ringbuffer.RingBuffer` (return
+  ``(ctx, data)`` for one complete frame, or ``None`` for "need more bytes", using the virtual-read
+  cursor to look ahead) and :meth:`Protocol.pack`.
+* The fast way -- override :meth:`Protocol.receive`, which sees each socket read as one contiguous
+  buffer, dispatches every complete frame to the handler and says how many bytes it consumed. The
+  built-in framers do this; the reactor copies only the unconsumed tail into the connection's ring
+  buffer.
+
+Either way a frame the peer got wrong is reported by raising :class:`ProtocolError`: the reactor
+logs the reason and closes that connection only.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from gev_ringbuffer import RingBuffer
+
+from ._errors import ProtocolError
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+
+__all__ = [
+    "DefaultProtocol",
+    "LengthFieldProtocol",
+    "LineProtocol",
+    "Protocol",
+]
+
+#: Frames larger than this are refused by the built-in framers unless told otherwise.
+DEFAULT_MAX_FRAME_SIZE = 4 * 1024 * 1024
+
+
+class Protocol:
+    """Base class of frame codecs. One instance serves every connection of a server.
+
+    Per-connection parsing state, if any, belongs in ``conn.state`` (set it up in
+    :meth:`connection_made`).
+    """
+
+    #: The name this protocol is registered and selected under (``Server(protocol="name")``).
+    name: ClassVar[str] = ""
+
+    def connection_made(self, conn: Connection) -> None:
+        """Called on the connection's loop before the handler's ``on_connect``."""
+
+    def connection_lost(self, conn: Connection) -> None:
+        """Called on the connection's loop once it is closed, before the handler's ``on_close``."""
+
+    def unpack(self, conn: Connection, buffer: RingBuffer) -> tuple[Any, Any] | None:
+        """Take one complete frame out of ``buffer`` and return ``(ctx, data)``, or ``None``.
+
+        ``None`` means "not enough bytes yet": leave the buffer as it was (``virtual_revert``).
+        ``ctx`` and ``data`` are handed to ``handler.on_message(conn, ctx, data)``.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} implements neither unpack() nor receive()"
+        )
+
+    def pack(self, conn: Connection, data: Any) -> bytes | bytearray | memoryview:
+        """Frame a reply (what ``on_message`` returned, or what was given to ``conn.send``)."""
+        return data  # type: ignore[no-any-return]
+
+    def receive(self, conn: Connection, data: memoryview, out: list[Any]) -> int:
+        """Dispatch every complete frame in ``data``; return the number of bytes consumed.
+
+        ``data`` is valid only during the call (it may point into the loop's shared read buffer).
+        For each frame call ``conn.handler.on_message(conn, ctx, payload)`` and append the packed
+        reply, if not ``None``, to ``out``: the reactor sends everything in ``out`` with one write.
+        Stop early once ``conn.closing`` is true. The default runs :meth:`unpack` over a zero-copy
+        ring buffer.
+        """
+        buf = RingBuffer.wrap(data)
+        unpack = self.unpack
+        pack = self.pack
+        on_message = conn.handler.on_message
+        total = len(buf)
+        while not conn.closing:
+            frame = unpack(conn, buf)
+            if frame is None:
+                break
+            reply = on_message(conn, frame[0], frame[1])
+            if reply is not None:
+                out.append(pack(conn, reply))
+        return total - len(buf)
+
+
+class DefaultProtocol(Protocol):
+    """Everything one read brings is one message, as in gev. No framing at all."""
+
+    name = "default"
+
+    def unpack(self, conn: Connection, buffer: RingBuffer) -> tuple[Any, Any] | None:
+        if not buffer:
+            return None
+        data = buffer.to_bytes()
+        buffer.retrieve_all()
+        return None, data
+
+    def receive(self, conn: Connection, data: memoryview, out: list[Any]) -> int:
+        reply = conn.handler.on_message(conn, None, data.tobytes())
+        if reply is not None:
+            out.append(reply)
+        return len(data)
+
+
+_LENGTH_FORMATS = {1: "B", 2: "H", 4: "I", 8: "Q"}
+
+
+class LengthFieldProtocol(Protocol):
+    """Frames prefixed by their length: ``[length][body]``, the length counting the body only.
+
+    :param header_size: size of the length field in bytes: 1, 2, 4 or 8.
+    :param byteorder: ``"big"`` (network order, the default) or ``"little"``.
+    :param max_frame_size: largest body accepted; a peer claiming more is disconnected as soon as
+        the header arrives, before anything is buffered for it.
+    """
+
+    name = "length-field"
+
+    def __init__(
+        self,
+        header_size: int = 4,
+        byteorder: str = "big",
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    ) -> None:
+        if header_size not in _LENGTH_FORMATS:
+            raise ValueError(f"header_size must be 1, 2, 4 or 8, not {header_size!r}")
+        if byteorder not in ("big", "little"):
+            raise ValueError(f"byteorder must be 'big' or 'little', not {byteorder!r}")
+        if max_frame_size < 0:
+            raise ValueError("max_frame_size must be >= 0")
+        self.header_size = header_size
+        self.max_frame_size = max_frame_size
+        self._header = struct.Struct(
+            ("<" if byteorder == "little" else ">") + _LENGTH_FORMATS[header_size]
+        )
+
+    def _too_big(self, length: int) -> ProtocolError:
+        return ProtocolError(f"frame length {length} exceeds max_frame_size {self.max_frame_size}")
+
+    def receive(self, conn: Connection, data: memoryview, out: list[Any]) -> int:
+        unpack_from = self._header.unpack_from
+        hsize = self.header_size
+        limit = self.max_frame_size
+        on_message = conn.handler.on_message
+        pack = self.pack
+        end = len(data)
+        pos = 0
+        while end - pos >= hsize and not conn.closing:
+            (length,) = unpack_from(data, pos)
+            if length > limit:
+                raise self._too_big(length)
+            stop = pos + hsize + length
+            if stop > end:
+                break
+            reply = on_message(conn, None, data[pos + hsize : stop].tobytes())
+            pos = stop
+            if reply is not None:
+                out.append(pack(conn, reply))
+        return pos
+
+    def unpack(self, conn: Connection, buffer: RingBuffer) -> tuple[Any, Any] | None:
+        hsize = self.header_size
+        if len(buffer) < hsize:
+            return None
+        (length,) = self._header.unpack(buffer.virtual_read(hsize))
+        if length > self.max_frame_size:
+            raise self._too_big(length)
+        if buffer.virtual_length < length:
+            buffer.virtual_revert()
+            return None
+        body = buffer.virtual_read(length)
+        buffer.virtual_flush()
+        return None, body
+
+    def pack(self, conn: Connection, data: Any) -> bytes:
+        length = len(data)
+        if length > self.max_frame_size:
+            raise ValueError(
+                f"reply of {length} bytes exceeds max_frame_size {self.max_frame_size}"
+            )
+        return self._header.pack(length) + bytes(data)
+
+
+class LineProtocol(Protocol):
+    """Delimiter-terminated messages (text lines by default); the delimiter is stripped.
+
+    :param delimiter: bytes ending each message, ``b"\\n"`` by default. A trailing ``b"\\r"`` is
+        stripped too when the delimiter is ``b"\\n"`` (telnet-style clients).
+    :param max_line_length: longest message accepted; a peer sending more without a delimiter is
+        disconnected instead of being buffered forever.
+    :param append_delimiter: :meth:`pack` adds the delimiter to replies that lack it.
+    """
+
+    name = "line"
+
+    def __init__(
+        self,
+        delimiter: bytes = b"\n",
+        max_line_length: int = 64 * 1024,
+        append_delimiter: bool = True,
+    ) -> None:
+        if not delimiter:
+            raise ValueError("delimiter must not be empty")
+        self.delimiter = bytes(delimiter)
+        self.max_line_length = max_line_length
+        self.append_delimiter = append_delimiter
+        self._strip_cr = self.delimiter == b"\n"
+
+    def receive(self, conn: Connection, data: memoryview, out: list[Any]) -> int:
+        raw = data.tobytes()  # bytes.find runs in C; one copy per read, not per line
+        delim = self.delimiter
+        dlen = len(delim)
+        on_message = conn.handler.on_message
+        pack = self.pack
+        strip_cr = self._strip_cr
+        pos = 0
+        while not conn.closing:
+            idx = raw.find(delim, pos)
+            if idx < 0:
+                break
+            if idx - pos > self.max_line_length:
+                raise ProtocolError(
+                    f"line of {idx - pos} bytes exceeds max_line_length {self.max_line_length}"
+                )
+            stop = idx
+            if strip_cr and stop > pos and raw[stop - 1] == 13:
+                stop -= 1
+            reply = on_message(conn, None, raw[pos:stop])
+            pos = idx + dlen
+            if reply is not None:
+                out.append(pack(conn, reply))
+        if len(raw) - pos > self.max_line_length + dlen:
+            raise ProtocolError(f"no delimiter within max_line_length {self.max_line_length} bytes")
+        return pos
+
+    def unpack(self, conn: Connection, buffer: RingBuffer) -> tuple[Any, Any] | None:
+        raw = bytes(buffer.linear_view())
+        idx = raw.find(self.delimiter)
+        if idx < 0:
+            if len(raw) > self.max_line_length + len(self.delimiter):
+                raise ProtocolError(
+                    f"no delimiter within max_line_length {self.max_line_length} bytes"
+                )
+            return None
+        buffer.retrieve(idx + len(self.delimiter))
+        if self._strip_cr and raw[idx - 1 : idx] == b"\r":
+            idx -= 1
+        return None, raw[:idx]
+
+    def pack(self, conn: Connection, data: Any) -> bytes:
+        raw = data.encode() if isinstance(data, str) else bytes(data)
+        if self.append_delimiter and not raw.endswith(self.delimiter):
+            return raw + self.delimiter
+        return raw

@@ -1,0 +1,66 @@
+"""Running out of file descriptors backs off instead of spinning, then recovers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+SERVER = textwrap.dedent(
+    """
+    import logging, resource, sys
+    from gev_core import Handler, Server
+
+    class Echo(Handler):
+        def on_message(self, conn, ctx, data):
+            return data
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
+    server = Server(Echo(), address=("127.0.0.1", 0))
+    print(server.port, flush=True)
+    server.start()
+    """
+)
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_emfile_backs_off_without_spinning_and_recovers():
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        port = int(proc.stdout.readline())
+        clients = []
+        for _ in range(60):  # more than the server's 40 descriptors
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            clients.append(s)
+        time.sleep(0.3)
+        before = _cpu_seconds(proc.pid)
+        time.sleep(1.5)
+        burned = _cpu_seconds(proc.pid) - before
+        assert burned < 0.3, f"server burned {burned:.2f}s CPU in 1.5s while out of descriptors"
+        # The earliest clients were accepted and are served.
+        clients[0].sendall(b"early")
+        assert clients[0].recv(5) == b"early"
+        # Free descriptors: the clients waiting in the backlog get accepted and served.
+        for s in clients[:30]:
+            s.close()
+        late = clients[-1]
+        late.settimeout(5)
+        late.sendall(b"late")
+        assert late.recv(4) == b"late"
+        for s in clients[30:]:
+            s.close()
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert "Too many open files" in err and "pausing accepts" in err

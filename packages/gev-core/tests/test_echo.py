@@ -1,0 +1,92 @@
+"""Echo over real loopback sockets: byte-exact, many clients, both poller backends, IPv6."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import threading
+
+import pytest
+from gev_core import Handler
+from gev_core.testing import connect, recv_exactly, serve
+
+
+class Echo(Handler):
+    def on_message(self, conn, ctx, data):
+        return data
+
+
+def _client(server, sizes, errors):
+    try:
+        with connect(server) as sock:
+            for size in sizes:
+                payload = os.urandom(size)
+                sender = threading.Thread(target=sock.sendall, args=(payload,))
+                sender.start()
+                got = recv_exactly(sock, size)
+                sender.join()
+                if got != payload:
+                    errors.append(f"mismatch at size {size}")
+    except Exception as exc:
+        errors.append(repr(exc))
+
+
+@pytest.mark.parametrize("num_loops", [1, 4])
+def test_hundred_clients_random_sizes_byte_exact(num_loops):
+    rng = random.Random(1833)
+    plan = [
+        [rng.choice([1, rng.randint(1, 4096), rng.randint(1, 1 << 20)]) for _ in range(3)]
+        for _ in range(100)
+    ]
+    plan[0][0] = 1 << 20  # the largest size always runs
+    errors: list[str] = []
+    with serve(Echo(), num_loops=num_loops) as server:
+        threads = [threading.Thread(target=_client, args=(server, sizes, errors)) for sizes in plan]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    assert not errors
+
+
+def test_select_backend_echo(monkeypatch):
+    monkeypatch.setenv("GEV_POLLER", "select")
+    with serve(Echo()) as server:
+        assert server.loops[0]._poller.name == "select"
+        errors: list[str] = []
+        _client(server, [1, 70_000, 300_000], errors)
+        assert not errors
+
+
+def test_ipv6_loopback():
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 in this Python")
+    try:
+        probe = socket.socket(socket.AF_INET6)
+        probe.bind(("::1", 0))
+        probe.close()
+    except OSError:
+        pytest.skip("no ::1 on this machine")
+    with serve(Echo(), address="[::1]:0", network="tcp6") as server, connect(server) as sock:
+        sock.sendall(b"ping6")
+        assert recv_exactly(sock, 5) == b"ping6"
+
+
+def test_nodelay_is_set_on_accepted_sockets():
+    seen = {}
+
+    class Probe(Handler):
+        def on_connect(self, conn):
+            s = socket.socket(fileno=conn.fileno())
+            try:
+                seen["nodelay"] = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            finally:
+                s.detach()
+
+    with serve(Probe()) as server, connect(server) as sock:
+        sock.sendall(b"x")
+        sock.settimeout(0.5)
+        with pytest.raises(socket.timeout):
+            sock.recv(1)
+    assert seen["nodelay"] != 0
