@@ -7,22 +7,40 @@ from ._connection import Connection
 from ._errors import ConnectionClosed, GevError, ProtocolError
 from ._handler import Handler
 from ._loop import EventLoop
+from ._plugins import (
+    NEED_MORE_DATA,
+    Config,
+    GevPluginManager,
+    PluginError,
+    PluginInfo,
+    ProtocolRegistry,
+    get_plugin_manager,
+    hookimpl,
+)
 from ._protocol import DefaultProtocol, LengthFieldProtocol, LineProtocol, Protocol
 from ._server import Server, least_connections, round_robin
 
 __all__ = [
+    "NEED_MORE_DATA",
+    "Config",
     "Connection",
     "ConnectionClosed",
     "DefaultProtocol",
     "EventLoop",
     "GevError",
+    "GevPluginManager",
     "Handler",
     "LengthFieldProtocol",
     "LineProtocol",
+    "PluginError",
+    "PluginInfo",
     "Protocol",
     "ProtocolError",
+    "ProtocolRegistry",
     "Server",
     "__version__",
+    "get_plugin_manager",
+    "hookimpl",
     "least_connections",
     "round_robin",
 ]

@@ -187,6 +187,7 @@ class EventLoop:
         self._thread_id = threading.get_ident()
         self._running = True
         try:
+            self.server._loop_starting(self)
             self._run()
         finally:
             self._running = False

@@ -1,0 +1,955 @@
+#!/usr/bin/env python3
+"""Benchmark driver: echo servers side by side under the native load generator.
+
+Compiles bench/loadgen.c and bench/servers/c_echo.c into bench/.build/, then
+for every round, scenario and server (servers interleaved round-robin):
+
+  * starts the server pinned to one CPU (default CPU 0) in its own process
+    group, waits until its port accepts connections,
+  * runs loadgen pinned to another CPU (default CPU 1),
+  * samples the server process group's utime+stime from /proc at the moment
+    loadgen reports the start and the end of its measured window,
+  * stops the server (the whole process group).
+
+Per scenario it reports the median msgs/s, median server CPU us per message,
+their min-max over the rounds and the ratios against a baseline server.
+
+Stdlib only; Python 3.10+.  See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+BUILD = BENCH / ".build"
+
+# --------------------------------------------------------------------------
+# registry
+
+# Command templates.  Placeholders: {python} (--python), {port}, {root} (the
+# repository), {bench} (bench/), {build} (bench/.build).  Servers run with the
+# repository root as working directory.  Tags say which scenarios apply:
+#   tcp: raw byte echo   pb: echoes gev-protobuf frames   ws: WebSocket echo
+# A raw byte echo also echoes pb frames unchanged, so the reference TCP
+# servers are tagged pb as a no-parsing ceiling for the framing scenarios.
+SERVERS: dict[str, dict] = {
+    "gev": {
+        "cmd": ["{python}", "{root}/examples/echo.py", "--port", "{port}"],
+        "tags": {"tcp"},
+    },
+    # Placeholders for gev's framed servers; override with --server if the
+    # example scripts end up with other names.
+    "gev-pb": {
+        "cmd": ["{python}", "{root}/examples/pb_echo.py", "--port", "{port}"],
+        "tags": {"pb"},
+    },
+    "gev-ws": {
+        "cmd": ["{python}", "{root}/examples/ws_echo.py", "--port", "{port}"],
+        "tags": {"ws"},
+    },
+    "uvloop": {
+        "cmd": ["{python}", "{bench}/servers/uvloop_echo.py", "--port", "{port}"],
+        "tags": {"tcp", "pb"},
+    },
+    "asyncio": {
+        "cmd": ["{python}", "{bench}/servers/asyncio_echo.py", "--port", "{port}"],
+        "tags": {"tcp", "pb"},
+    },
+    "bare-python": {
+        "cmd": ["{python}", "{bench}/servers/bare_epoll_echo.py", "--port", "{port}"],
+        "tags": {"tcp", "pb"},
+    },
+    "c": {
+        "cmd": ["{build}/c_echo", "--port", "{port}"],
+        "tags": {"tcp", "pb"},
+    },
+    "picows": {
+        "cmd": ["{python}", "{bench}/servers/picows_echo.py", "--port", "{port}"],
+        "tags": {"ws"},
+    },
+    "websockets": {
+        "cmd": ["{python}", "{bench}/servers/websockets_echo.py", "--port", "{port}"],
+        "tags": {"ws"},
+    },
+    "wsproto": {
+        "cmd": ["{python}", "{bench}/servers/wsproto_asyncio_echo.py", "--port", "{port}"],
+        "tags": {"ws"},
+    },
+}
+
+
+@dataclass
+class Scenario:
+    name: str
+    mode: str  # loadgen mode: raw | ws | pbframe | hold
+    conns: int
+    size: int
+    inflight: int
+    needs: str  # server tag required: tcp | ws | pb | any
+
+    def describe(self) -> str:
+        if self.mode == "hold":
+            return "hold N idle connections, server RSS per connection"
+        k = f", {self.inflight} in flight" if self.inflight > 1 else ", 1 in flight"
+        return f"{self.mode}: {self.conns} conns, {self.size} B{k}"
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in [
+        Scenario("50x64", "raw", 50, 64, 1, "tcp"),
+        Scenario("500x64", "raw", 500, 64, 1, "tcp"),
+        Scenario("50x4k", "raw", 50, 4096, 1, "tcp"),
+        Scenario("50x64x16", "raw", 50, 64, 16, "tcp"),
+        Scenario("pb50x64", "pbframe", 50, 64, 1, "pb"),
+        Scenario("ws50x64", "ws", 50, 64, 1, "ws"),
+        Scenario("ws50x4k", "ws", 50, 4096, 1, "ws"),
+        Scenario("memory", "hold", 10000, 32, 1, "any"),
+    ]
+}
+DEFAULT_SCENARIOS = [s for s in SCENARIOS if s != "memory"]
+
+# --------------------------------------------------------------------------
+# process handling
+
+_live: dict[int, subprocess.Popen] = {}  # pgid -> process, killed on exit
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def kill_group(p: subprocess.Popen, grace: float = 2.0) -> None:
+    """SIGTERM the process group, then SIGKILL whatever is left."""
+    pgid = p.pid
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        p.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(pgid, signal.SIGKILL)  # children that ignored SIGTERM
+    except ProcessLookupError:
+        pass
+    try:
+        p.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        log(f"warning: process group {pgid} did not die")
+    _live.pop(pgid, None)
+
+
+def kill_all() -> None:
+    for p in list(_live.values()):
+        kill_group(p, grace=0.5)
+
+
+def _on_signal(signum, frame):
+    kill_all()
+    raise SystemExit(128 + signum)
+
+
+@dataclass
+class Sched:
+    policy: str  # "fifo" or "normal"
+    prio: int
+
+
+def make_preexec(cpu: int | None, sched: Sched, nofile: int):
+    def preexec() -> None:
+        try:
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            want = max(soft, nofile)
+            if hard != resource.RLIM_INFINITY and want > hard:
+                try:
+                    resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+                except (ValueError, OSError):
+                    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            else:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError):
+            pass
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})  # == taskset -c CPU
+        if sched.policy == "fifo":
+            try:  # == chrt -f PRIO
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(sched.prio))
+            except OSError:
+                pass
+
+    return preexec
+
+
+def server_env(src_path: bool) -> dict[str, str]:
+    """Environment for servers: the repo's packages/*/src first on PYTHONPATH,
+    so the servers import the gev code of this tree without an install."""
+    env = dict(os.environ)
+    if src_path:
+        srcs = sorted(str(p) for p in (ROOT / "packages").glob("*/src") if p.is_dir())
+        old = env.get("PYTHONPATH")
+        env["PYTHONPATH"] = os.pathsep.join(srcs + ([old] if old else []))
+    return env
+
+
+def spawn(
+    cmd: list[str],
+    cpu: int | None,
+    sched: Sched,
+    nofile: int,
+    stdout,
+    stderr,
+    cwd: Path = ROOT,
+    env: dict | None = None,
+) -> subprocess.Popen:
+    p = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        stdout=stdout,
+        stderr=stderr,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=make_preexec(cpu, sched, nofile),
+    )
+    _live[p.pid] = p
+    return p
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with status {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"server did not accept on port {port} within {timeout:.0f} s")
+
+
+# --------------------------------------------------------------------------
+# /proc sampling
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _stat_fields(pid: int | str) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    # comm may contain spaces/parentheses: split after the last ')'
+    return data[data.rindex(")") + 2 :].split()
+
+
+def group_cpu_seconds(pgid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of every process in process group pgid,
+    including children they have reaped (cutime/cstime)."""
+    user = system = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        f = _stat_fields(entry)
+        # after comm: [0]=state [1]=ppid [2]=pgrp ... [11]=utime [12]=stime
+        # [13]=cutime [14]=cstime
+        if f is None or int(f[2]) != pgid:
+            continue
+        user += int(f[11]) + int(f[13])
+        system += int(f[12]) + int(f[14])
+    return user / CLK_TCK, system / CLK_TCK
+
+
+def system_busy_seconds() -> tuple[float, float]:
+    """(busy, steal) CPU seconds summed over all CPUs, from /proc/stat."""
+    with open("/proc/stat") as f:
+        parts = f.readline().split()
+    v = [int(x) for x in parts[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (v + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq) / CLK_TCK, steal / CLK_TCK
+
+
+def group_rss_bytes(pgid: int) -> int:
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        f = _stat_fields(entry)
+        if f is None or int(f[2]) != pgid:
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as st:
+                for line in st:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            pass
+    return total
+
+
+def fd_count(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return -1
+
+
+# --------------------------------------------------------------------------
+# build
+
+
+def build(cc: str) -> None:
+    BUILD.mkdir(exist_ok=True)
+    for src, out in [
+        (BENCH / "loadgen.c", BUILD / "loadgen"),
+        (BENCH / "servers" / "c_echo.c", BUILD / "c_echo"),
+    ]:
+        if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
+            continue
+        cmd = [cc, "-O2", "-Wall", "-Wextra", "-o", str(out), str(src)]
+        log("build: " + " ".join(cmd))
+        subprocess.run(cmd, check=True)
+    r = subprocess.run([str(BUILD / "loadgen"), "--selftest"], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit("loadgen --selftest failed:\n" + r.stdout + r.stderr)
+
+
+# --------------------------------------------------------------------------
+# one measurement
+
+
+@dataclass
+class RunResult:
+    server: str
+    scenario: str
+    round: int
+    ok: bool
+    error: str = ""
+    msgs_per_sec: float = 0.0
+    messages: int = 0
+    server_cpu_s: float = 0.0
+    us_per_msg: float = 0.0
+    user_us_per_msg: float = 0.0
+    sys_us_per_msg: float = 0.0
+    server_util: float = 0.0
+    client_util: float = 0.0
+    other_util: float = 0.0
+    steal_util: float = 0.0
+    per_conn_min: int = 0
+    per_conn_max: int = 0
+    rss_before: int = 0
+    rss_after: int = 0
+    bytes_per_conn: float = 0.0
+    held: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class Runner:
+    def __init__(self, args, servers: dict[str, dict]):
+        self.args = args
+        self.servers = servers
+        self.sched = Sched(args.sched, args.prio)
+        self.env = server_env(not args.no_src_path)
+        self.logdir = BUILD / "logs"
+        self.logdir.mkdir(parents=True, exist_ok=True)
+
+    def server_cmd(self, name: str, port: int) -> list[str]:
+        subst = {
+            "python": self.args.python,
+            "port": str(port),
+            "root": str(ROOT),
+            "bench": str(BENCH),
+            "build": str(BUILD),
+        }
+        return [a.format(**subst) for a in self.servers[name]["cmd"]]
+
+    def start_server(self, name: str, tag: str):
+        port = free_port()
+        cmd = self.server_cmd(name, port)
+        logf = open(self.logdir / f"{name}.{tag}.log", "wb")  # noqa: SIM115 (closed by caller)
+        logf.write(("$ " + shlex.join(cmd) + "\n").encode())
+        logf.flush()
+        p = spawn(
+            cmd,
+            self.args.server_cpu,
+            self.sched,
+            65536,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+        )
+        try:
+            wait_port(port, p, self.args.start_timeout)
+        except Exception:
+            kill_group(p)
+            logf.close()
+            raise
+        return p, port, logf
+
+    def loadgen_cmd(self, sc: Scenario, port: int, conns: int | None = None) -> list[str]:
+        a = self.args
+        cmd = [
+            str(BUILD / "loadgen"),
+            "--port",
+            str(port),
+            "--mode",
+            sc.mode,
+            "--conns",
+            str(conns or sc.conns),
+            "--size",
+            str(sc.size),
+            "--inflight",
+            str(sc.inflight),
+            "--json",
+        ]
+        if sc.mode == "hold":
+            cmd += ["--duration", str(a.hold_timeout), "--connect-timeout", str(a.hold_timeout)]
+        else:
+            cmd += ["--duration", str(a.duration), "--warmup", str(a.warmup), "--markers"]
+        return cmd
+
+    def run_one(self, name: str, sc: Scenario, rnd: int) -> RunResult:
+        tag = f"{sc.name}.r{rnd}"
+        try:
+            p, port, logf = self.start_server(name, tag)
+        except Exception as e:
+            return RunResult(name, sc.name, rnd, False, f"start: {e}")
+        try:
+            if sc.mode == "hold":
+                return self._memory(name, sc, rnd, p, port)
+            return self._throughput(name, sc, rnd, p, port)
+        finally:
+            kill_group(p)
+            logf.close()
+
+    def _throughput(self, name, sc, rnd, server, port) -> RunResult:
+        a = self.args
+        cmd = self.loadgen_cmd(sc, port)
+        res = RunResult(name, sc.name, rnd, False)
+        lg = spawn(
+            cmd,
+            a.client_cpu,
+            self.sched,
+            sc.conns + 64,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        limit = a.warmup + a.duration + 60
+        timer = threading.Timer(limit, lambda: kill_group(lg, grace=0.2))
+        timer.start()
+        samples = {}
+        try:
+            for raw in lg.stdout:
+                line = raw.decode(errors="replace").strip()
+                if line in ("window-start", "window-end"):
+                    # sample as soon as loadgen says so (the driver runs at a
+                    # higher priority than loadgen and the server)
+                    t = time.monotonic()
+                    cpu = group_cpu_seconds(server.pid)
+                    busy, steal = system_busy_seconds()
+                    samples[line] = (t, cpu, busy, steal)
+                elif line.startswith("{"):
+                    res.extra = json.loads(line)
+            lg.wait()
+            err = lg.stderr.read().decode(errors="replace").strip()
+        finally:
+            timer.cancel()
+            kill_group(lg, grace=0.2)
+        j = res.extra
+        if lg.returncode != 0 or not j or j.get("errors", 1) != 0:
+            res.error = (j.get("error") if j else "") or err or f"loadgen exit {lg.returncode}"
+            if server.poll() is not None:
+                res.error += f" (server exited with {server.returncode})"
+            return res
+        if "window-start" not in samples or "window-end" not in samples:
+            res.error = "loadgen did not report its window"
+            return res
+        (t0, (u0, k0), b0, s0) = samples["window-start"]
+        (t1, (u1, k1), b1, s1) = samples["window-end"]
+        wall = t1 - t0
+        res.ok = True
+        res.messages = j["messages"]
+        res.msgs_per_sec = j["msgs_per_sec"]
+        res.per_conn_min, res.per_conn_max = j["per_conn_min"], j["per_conn_max"]
+        res.server_cpu_s = (u1 - u0) + (k1 - k0)
+        if res.messages:
+            res.us_per_msg = res.server_cpu_s / res.messages * 1e6
+            res.user_us_per_msg = (u1 - u0) / res.messages * 1e6
+            res.sys_us_per_msg = (k1 - k0) / res.messages * 1e6
+        res.server_util = res.server_cpu_s / wall
+        res.client_util = j["client_cpu"]
+        # CPU used by anything else on the machine during the window
+        res.other_util = max(0.0, (b1 - b0) / wall - res.server_util - res.client_util)
+        res.steal_util = (s1 - s0) / wall
+        return res
+
+    def _memory(self, name, sc, rnd, server, port) -> RunResult:
+        a = self.args
+        res = RunResult(name, sc.name, rnd, False)
+        tags = self.servers[name]["tags"]
+        proto = (
+            "ws"
+            if ("ws" in tags and "tcp" not in tags)
+            else "pbframe"
+            if ("pb" in tags and "tcp" not in tags)
+            else "raw"
+        )
+        n = a.memory_conns
+
+        def hold(conns: int, until_held) -> tuple[subprocess.Popen, bool, str]:
+            cmd = [*self.loadgen_cmd(sc, port, conns), "--hold-proto", proto]
+            lg = spawn(
+                cmd,
+                a.client_cpu,
+                self.sched,
+                conns + 64,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            timer = threading.Timer(a.hold_timeout + 30, lambda: kill_group(lg, grace=0.2))
+            timer.start()
+            held = False
+            for raw in lg.stdout:
+                if raw.decode(errors="replace").startswith("held "):
+                    held = True
+                    break
+            timer.cancel()
+            if not held:
+                kill_group(lg, grace=5)
+                return lg, False, lg.stderr.read().decode(errors="replace").strip()
+            until_held()
+            return lg, True, ""
+
+        # warm-up: a few connections so lazy imports/allocations are done
+        lg, ok, err = hold(min(100, n), lambda: None)
+        kill_group(lg, grace=0.5)
+        if not ok:
+            res.error = f"warm-up hold failed: {err}"
+            return res
+        time.sleep(a.settle)
+        res.rss_before = group_rss_bytes(server.pid)
+
+        def settle():
+            # the server has echoed on every connection; also wait until it
+            # holds >= n descriptors and RSS stops moving
+            deadline = time.monotonic() + 10
+            while fd_count(server.pid) < n and time.monotonic() < deadline:
+                time.sleep(0.05)
+            last = -1
+            while time.monotonic() < deadline:
+                time.sleep(a.settle)
+                r = group_rss_bytes(server.pid)
+                if abs(r - last) < 64 * 1024:
+                    break
+                last = r
+
+        lg, ok, err = hold(n, settle)
+        try:
+            if not ok:
+                res.error = f"hold {n} failed: {err}"
+                return res
+            res.rss_after = group_rss_bytes(server.pid)
+            res.held = n
+            res.bytes_per_conn = (res.rss_after - res.rss_before) / n
+            res.ok = True
+            return res
+        finally:
+            kill_group(lg, grace=0.5)
+
+
+# --------------------------------------------------------------------------
+# reporting
+
+CLIENT_BOUND = 0.90
+CLIENT_BOUND_MARK = "†"
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def fmt_rate(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def fmt_us(x: float) -> str:
+    return f"{x:.2f}" if x < 100 else f"{x:.0f}"
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "-"
+
+
+def report_scenario(
+    sc: Scenario, results: list[RunResult], servers: list[str], baseline: str | None
+) -> str:
+    out = [f"### {sc.name} — {sc.describe()}", ""]
+    rows = {s: [r for r in results if r.server == s and r.scenario == sc.name] for s in servers}
+    rows = {s: rs for s, rs in rows.items() if rs}
+    if not rows:
+        return ""
+    if sc.mode == "hold":
+        out.append(
+            "| server | bytes/conn (median) | min-max | RSS before | RSS with N conns | runs ok |"
+        )
+        out.append("|---|---:|---:|---:|---:|---:|")
+        for s, rs in rows.items():
+            ok = [r for r in rs if r.ok]
+            if not ok:
+                out.append(f"| {s} | FAILED: {rs[0].error[:80]} | | | | 0/{len(rs)} |")
+                continue
+            b = [r.bytes_per_conn for r in ok]
+            out.append(
+                f"| {s} | {median(b):,.0f} | {min(b):,.0f}-{max(b):,.0f} | "
+                f"{median([r.rss_before for r in ok]) / 2**20:.1f} MiB | "
+                f"{median([r.rss_after for r in ok]) / 2**20:.1f} MiB | "
+                f"{len(ok)}/{len(rs)} |"
+            )
+        out.append("")
+        out.append(f"N = {ok[0].held if ok else '?'} idle connections (one verified echo each).")
+        out.append("")
+        return "\n".join(out)
+
+    base = None
+    if baseline in rows:
+        bok = [r for r in rows[baseline] if r.ok]
+        if bok:
+            base = (median([r.msgs_per_sec for r in bok]), median([r.us_per_msg for r in bok]))
+    hdr = (
+        "| server | msgs/s (median) | min-max | server CPU µs/msg | min-max | "
+        "user µs/msg | sys µs/msg | server CPU | client CPU | other CPU |"
+    )
+    sep = "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    if base:
+        hdr += f" msgs/s vs {baseline} | µs/msg vs {baseline} |"
+        sep += "---:|---:|"
+    out += [hdr, sep]
+    flagged = False
+    for s, rs in rows.items():
+        ok = [r for r in rs if r.ok]
+        if not ok:
+            out.append(f"| {s} | FAILED: {rs[0].error[:100]} |" + " |" * (sep.count("|") - 3))
+            continue
+        rate = [r.msgs_per_sec for r in ok]
+        us = [r.us_per_msg for r in ok]
+        m_rate, m_us = median(rate), median(us)
+        m_cli = median([r.client_util for r in ok])
+        flag = CLIENT_BOUND_MARK if m_cli >= CLIENT_BOUND else ""
+        if flag:
+            flagged = True
+        line = (
+            f"| {s} | {fmt_rate(m_rate)}{flag} | {fmt_rate(min(rate))}-{fmt_rate(max(rate))} | "
+            f"{fmt_us(m_us)} | {fmt_us(min(us))}-{fmt_us(max(us))} | "
+            f"{fmt_us(median([r.user_us_per_msg for r in ok]))} | "
+            f"{fmt_us(median([r.sys_us_per_msg for r in ok]))} | "
+            f"{median([r.server_util for r in ok]) * 100:.0f}% | "
+            f"{m_cli * 100:.0f}% | "
+            f"{median([r.other_util for r in ok]) * 100:.0f}% |"
+        )
+        if base:
+            line += f" {ratio(m_rate, base[0])} | {ratio(m_us, base[1])} |"
+        if len(ok) < len(rs):
+            first_err = next(r.error for r in rs if not r.ok)[:60]
+            line += f" ({len(rs) - len(ok)} failed run(s): {first_err})"
+        out.append(line)
+    out.append("")
+    if flagged:
+        out.append(
+            f"{CLIENT_BOUND_MARK} loadgen used >= {CLIENT_BOUND * 100:.0f}% of its CPU: "
+            "client-bound, so msgs/s understates that server's capacity; "
+            "compare server CPU µs/msg instead."
+        )
+        out.append("")
+    return "\n".join(out)
+
+
+def env_info(python: str) -> dict:
+    info = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info["cpus"] = os.cpu_count()
+    info["kernel"] = platform.release()
+    probe = (
+        "import sys, json\n"
+        "from importlib import metadata\n"
+        "v = {}\n"
+        "for p in ('uvloop', 'picows', 'websockets', 'wsproto', 'aiofastnet'):\n"
+        "    try: v[p] = metadata.version(p)\n"
+        "    except Exception: pass\n"
+        "print(json.dumps({'python': sys.version.split()[0], "
+        "'impl': sys.implementation.name, 'packages': v}))\n"
+    )
+    try:
+        r = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=30)
+        info.update(json.loads(r.stdout))
+    except Exception as e:
+        info["python"] = f"? ({e})"
+    try:
+        cc = subprocess.run(
+            [os.environ.get("CC", "gcc"), "--version"], capture_output=True, text=True, timeout=10
+        ).stdout.splitlines()
+        info["cc"] = cc[0] if cc else "?"
+    except Exception:
+        info["cc"] = "?"
+    return info
+
+
+# --------------------------------------------------------------------------
+# main
+
+
+def parse_server_override(spec: str) -> tuple[str, dict]:
+    """NAME[:tag,tag]=CMD  (CMD is split like a shell would)."""
+    if "=" not in spec:
+        raise SystemExit(f"--server wants NAME=CMD, got {spec!r}")
+    name, cmd = spec.split("=", 1)
+    tags = {"tcp", "pb"}
+    if ":" in name:
+        name, t = name.split(":", 1)
+        tags = {x for x in t.split(",") if x}
+    return name, {"cmd": shlex.split(cmd), "tags": tags}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description="Echo-server benchmark driver (see bench/README.md).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ap.add_argument("--servers", help="comma-separated server names (default: all registered)")
+    ap.add_argument(
+        "--scenarios",
+        help="comma-separated scenario names "
+        f"(default: {','.join(DEFAULT_SCENARIOS)}; also: memory)",
+    )
+    ap.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        metavar="NAME[:TAGS]=CMD",
+        help="add/override a server; CMD may use {python} {port} {root} "
+        "{bench} {build}; TAGS default tcp,pb",
+    )
+    ap.add_argument("--python", default=sys.executable, help="Python for the Python servers")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds (servers interleaved per round)")
+    ap.add_argument("--duration", type=float, default=4.0, help="measured seconds per run")
+    ap.add_argument("--warmup", type=float, default=1.0, help="warmup seconds per run")
+    ap.add_argument("--baseline", default="uvloop", help="server the ratios are relative to")
+    ap.add_argument("--server-cpu", type=int, default=0, help="CPU the server is pinned to")
+    ap.add_argument("--client-cpu", type=int, default=1, help="CPU loadgen is pinned to")
+    ap.add_argument(
+        "--sched",
+        choices=["fifo", "normal"],
+        default="fifo",
+        help="scheduling class for server and loadgen (fifo needs root/CAP_SYS_NICE)",
+    )
+    ap.add_argument("--prio", type=int, default=10, help="SCHED_FIFO priority for server/loadgen")
+    ap.add_argument("--memory-conns", type=int, default=10000, help="connections for 'memory'")
+    ap.add_argument(
+        "--hold-timeout",
+        type=float,
+        default=120.0,
+        help="upper bound for establishing/holding the memory connections",
+    )
+    ap.add_argument("--settle", type=float, default=0.5, help="seconds to let RSS settle")
+    ap.add_argument("--start-timeout", type=float, default=20.0, help="server start timeout")
+    ap.add_argument("--markdown", metavar="FILE", help="also append the report to FILE")
+    ap.add_argument("--json-out", metavar="FILE", help="write every run's raw result as JSON")
+    ap.add_argument(
+        "--no-src-path",
+        action="store_true",
+        help="do not put packages/*/src on the servers' PYTHONPATH",
+    )
+    ap.add_argument("--cc", default=os.environ.get("CC", "gcc"), help="C compiler")
+    ap.add_argument("--list", action="store_true", help="list servers and scenarios and exit")
+    args = ap.parse_args(argv)
+
+    servers = dict(SERVERS)
+    for spec in args.server:
+        name, entry = parse_server_override(spec)
+        servers[name] = entry
+
+    if args.list:
+        for n, e in servers.items():
+            print(f"server   {n:12s} tags={','.join(sorted(e['tags']))}  {shlex.join(e['cmd'])}")
+        for n, s in SCENARIOS.items():
+            print(f"scenario {n:12s} needs={s.needs:4s} {s.describe()}")
+        return 0
+
+    sel_servers = args.servers.split(",") if args.servers else list(servers)
+    for s in sel_servers:
+        if s not in servers:
+            raise SystemExit(f"unknown server {s!r}; known: {', '.join(servers)}")
+    sel_scen = args.scenarios.split(",") if args.scenarios else list(DEFAULT_SCENARIOS)
+    for s in sel_scen:
+        if s not in SCENARIOS:
+            raise SystemExit(f"unknown scenario {s!r}; known: {', '.join(SCENARIOS)}")
+    if args.repeat < 1 or args.duration <= 0 or args.warmup < 0:
+        raise SystemExit("--repeat must be >= 1, --duration > 0, --warmup >= 0")
+
+    # skip servers whose script or binary does not exist
+    runnable = []
+    for s in sel_servers:
+        subst = {
+            "python": args.python,
+            "port": "0",
+            "root": str(ROOT),
+            "bench": str(BENCH),
+            "build": str(BUILD),
+        }
+        argv0 = [a.format(**subst) for a in servers[s]["cmd"]]
+        missing = [a for a in argv0[1:] if a.endswith(".py") and not (ROOT / a).exists()]
+        if missing:
+            log(f"warning: skipping server {s!r}: {missing[0]} does not exist")
+            continue
+        runnable.append(s)
+
+    ncpu = os.cpu_count() or 1
+    for c in (args.server_cpu, args.client_cpu):
+        if c >= ncpu:
+            raise SystemExit(f"CPU {c} does not exist (this machine has {ncpu})")
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    build(args.cc)
+
+    if args.sched == "fifo":
+        # the driver itself runs above server and loadgen so that it samples
+        # /proc right when loadgen announces the window
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(min(args.prio + 10, 99)))
+        except OSError as e:
+            log(f"warning: cannot use SCHED_FIFO ({e}); falling back to --sched normal")
+            args.sched = "normal"
+
+    # jobs: round-robin, rotating the server order each round
+    plan = []
+    for rnd in range(args.repeat):
+        for scn in sel_scen:
+            sc = SCENARIOS[scn]
+            elig = [s for s in runnable if sc.needs == "any" or sc.needs in servers[s]["tags"]]
+            if not elig:
+                continue
+            k = rnd % len(elig)
+            for s in elig[k:] + elig[:k]:
+                plan.append((rnd, sc, s))
+    if not plan:
+        log("nothing to run (no server matches the selected scenarios)")
+        return 1
+    est = sum((args.warmup + args.duration + 1.5) if sc.mode != "hold" else 15 for _, sc, _ in plan)
+    log(f"{len(plan)} runs, about {est / 60:.1f} min")
+
+    runner = Runner(args, servers)
+    results: list[RunResult] = []
+    t_start = time.time()
+    try:
+        for i, (rnd, sc, s) in enumerate(plan, 1):
+            r = runner.run_one(s, sc, rnd)
+            results.append(r)
+            if not r.ok:
+                status = "FAILED " + r.error
+            elif sc.mode == "hold":
+                status = (
+                    f"{r.bytes_per_conn:,.0f} B/conn "
+                    f"(RSS {r.rss_before / 2**20:.1f} -> {r.rss_after / 2**20:.1f} MiB)"
+                )
+            else:
+                status = (
+                    f"{r.msgs_per_sec:>10,.0f} msgs/s  {r.us_per_msg:6.2f} us/msg "
+                    f"(user {r.user_us_per_msg:5.2f})  "
+                    f"srv {r.server_util * 100:3.0f}%  cli {r.client_util * 100:3.0f}%  "
+                    f"other {r.other_util * 100:3.0f}%"
+                )
+            log(f"[{i}/{len(plan)}] r{rnd} {sc.name:9s} {s:12s} {status}")
+    finally:
+        kill_all()
+
+    info = env_info(args.python)
+    lines = ["## Echo benchmark " + datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), ""]
+    shown = ["python", os.path.relpath(__file__, ROOT)] + (
+        argv if argv is not None else sys.argv[1:]
+    )
+    lines.append("Command (from the repository root): `" + shlex.join(shown) + "`")
+    lines.append("")
+    pk = ", ".join(f"{k} {v}" for k, v in info.get("packages", {}).items()) or "none"
+    lines.append(
+        f"- Date: {datetime.datetime.now().isoformat(timespec='seconds')}, "
+        f"took {(time.time() - t_start) / 60:.1f} min"
+    )
+    lines.append(
+        f"- CPU: {info.get('cpu', '?')}, {info.get('cpus')} CPUs; kernel {info.get('kernel')}"
+    )
+    lines.append(f"- Python (servers): {info.get('impl', '')} {info.get('python')}; packages: {pk}")
+    lines.append(f"- Compiler: {info.get('cc')} (-O2)")
+    lines.append(
+        f"- Server on CPU {args.server_cpu}, loadgen on CPU {args.client_cpu}, "
+        f"scheduling: {args.sched}" + (f" (SCHED_FIFO {args.prio})" if args.sched == "fifo" else "")
+    )
+    if any(SCENARIOS[s].mode != "hold" for s in sel_scen):
+        lines.append(
+            f"- {args.repeat} round(s), servers interleaved; each run "
+            f"{args.warmup:g} s warmup + {args.duration:g} s measured; "
+            f"µs/msg = server utime+stime over the window / messages echoed"
+        )
+    if "memory" in sel_scen:
+        lines.append(
+            f"- memory: {args.repeat} round(s); {args.memory_conns} idle connections, "
+            "RSS (VmRSS of the server's process group) after a 100-connection warm-up "
+            "and with all connections held"
+        )
+    lines.append("")
+    for scn in sel_scen:
+        sec = report_scenario(SCENARIOS[scn], results, runnable, args.baseline)
+        if sec:
+            lines.append(sec)
+    text = "\n".join(lines)
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "a") as f:
+            f.write(text + "\n")
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(
+                {"env": info, "argv": sys.argv, "results": [r.__dict__ for r in results]},
+                f,
+                indent=1,
+                default=list,
+            )
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""Building the plugin manager, loading entry points, and the protocol registry.
+
+The manager is built by :func:`get_plugin_manager` when a server is created, never at import
+time. Environment opt-outs, in the spirit of pytest and tox:
+
+* ``GEV_DISABLE_PLUGIN_AUTOLOAD=1`` -- load no entry-point plugins (built-ins still register);
+* ``GEV_DISABLED_PLUGINS=name1,name2`` -- block those entry points by name;
+* ``GEV_TRACE_PLUGINS=1`` -- log every hook call under the ``gev.plugins`` logger.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from . import hookspecs
+from ._errors import GevError
+from .hookspecs import NAME
+
+if TYPE_CHECKING:
+    from ._protocol import Protocol
+    from ._server import Server
+
+logger = logging.getLogger("gev.plugins")
+
+hookimpl = pluggy.HookimplMarker(NAME)
+
+#: Answer of :func:`~gev_core.hookspecs.gev_select_protocol` meaning "ask me again with more bytes".
+NEED_MORE_DATA = "gev:need-more-data"
+
+#: Where the well-known protocols live, for the "which package to install" hint.
+KNOWN_PROVIDERS = {
+    "websocket": "gev-websocket",
+    "protobuf": "gev-protobuf",
+}
+
+_BUILTIN_PLUGINS = ("gev_core._builtin",)
+
+
+class PluginError(GevError):
+    """A plugin could not be loaded, or plugins contradict each other."""
+
+
+@dataclass
+class PluginInfo:
+    """One registered plugin, for ``gev plugins`` and error messages."""
+
+    name: str
+    plugin: Any
+    distribution: str | None = None
+    version: str | None = None
+    entry_point: str | None = None
+
+    @property
+    def hooks(self) -> list[str]:
+        return sorted(
+            n
+            for n in dir(self.plugin)
+            if n.startswith("gev_") and callable(getattr(self.plugin, n))
+        )
+
+    def describe(self) -> str:
+        if self.distribution:
+            return f"{self.name!r} from {self.distribution} {self.version}"
+        return f"{self.name!r} (built in)" if self.entry_point is None else repr(self.name)
+
+
+@dataclass
+class Config:
+    """A server's configuration as plugins see it (:func:`gev_configure`)."""
+
+    server: Server | None
+    options: dict[str, Any] = field(default_factory=dict)
+    pluginmanager: pluggy.PluginManager | None = None
+
+
+class GevPluginManager(pluggy.PluginManager):
+    """pluggy's manager plus the provenance of each plugin (distribution, entry point)."""
+
+    def __init__(self) -> None:
+        super().__init__(NAME)
+        self.infos: dict[str, PluginInfo] = {}
+
+    def register_info(self, plugin: Any, info: PluginInfo) -> None:
+        self.register(plugin, name=info.name)
+        self.infos[info.name] = info
+
+    def info_for(self, plugin: Any) -> PluginInfo:
+        name = self.get_name(plugin) or repr(plugin)
+        return self.infos.get(name) or PluginInfo(name=name, plugin=plugin)
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def get_plugin_manager(*, autoload: bool | None = None) -> GevPluginManager:
+    """Build a plugin manager: hook specs, built-ins, then entry points, then validation.
+
+    :param autoload: load ``gev`` entry points; default: unless ``GEV_DISABLE_PLUGIN_AUTOLOAD``.
+    :raises PluginError: an entry point failed to import (the message names it and its
+        distribution), or a plugin implements a hook that does not exist (a misspelling).
+    """
+    pm = GevPluginManager()
+    pm.add_hookspecs(hookspecs)
+    for modname in _BUILTIN_PLUGINS:
+        module = __import__(modname, fromlist=["_"])
+        pm.register_info(
+            module, PluginInfo(name=modname.rsplit(".", 1)[-1].lstrip("_"), plugin=module)
+        )
+    for name in os.environ.get("GEV_DISABLED_PLUGINS", "").split(","):
+        if name.strip():
+            pm.set_blocked(name.strip())
+    if autoload is None:
+        autoload = not _env_flag("GEV_DISABLE_PLUGIN_AUTOLOAD")
+    if autoload:
+        _load_entry_points(pm)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        info = pm.info_for(exc.plugin)
+        raise PluginError(f"plugin {info.describe()}: {exc}") from exc
+    if _env_flag("GEV_TRACE_PLUGINS"):
+        pm.trace.root.setwriter(lambda msg: logger.info("%s", msg.rstrip()))
+        pm.enable_tracing()
+    return pm
+
+
+def _load_entry_points(pm: GevPluginManager) -> None:
+    seen: set[str] = set()
+    for dist in importlib.metadata.distributions():
+        for ep in dist.entry_points:
+            if ep.group != NAME or ep.name in seen:
+                continue
+            seen.add(ep.name)
+            if pm.is_blocked(ep.name) or pm.get_plugin(ep.name) is not None:
+                continue
+            dist_name = dist.metadata["Name"]
+            try:
+                plugin = ep.load()
+            except Exception as exc:
+                raise PluginError(
+                    f"gev plugin {ep.name!r} ({ep.value}) from distribution {dist_name}"
+                    f" {dist.version} failed to import: {type(exc).__name__}: {exc}"
+                ) from exc
+            info = PluginInfo(
+                name=ep.name,
+                plugin=plugin,
+                distribution=dist_name,
+                version=dist.version,
+                entry_point=ep.value,
+            )
+            try:
+                pm.register_info(plugin, info)
+            except ValueError as exc:
+                raise PluginError(
+                    f"gev plugin {info.describe()} could not register: {exc}"
+                ) from exc
+
+
+class ProtocolRegistry:
+    """Protocol classes by name, collected from every plugin's ``gev_register_protocols``."""
+
+    def __init__(self, pm: GevPluginManager) -> None:
+        self._classes: dict[str, type[Protocol]] = {}
+        self._providers: dict[str, PluginInfo] = {}
+        hook = pm.hook.gev_register_protocols
+        for impl in hook.get_hookimpls():
+            info = pm.info_for(impl.plugin)
+            classes: list[type[Protocol]] = impl.function() or []  # type: ignore[assignment]
+            for cls in classes:
+                name = getattr(cls, "name", "")
+                if not name or not isinstance(name, str):
+                    raise PluginError(f"plugin {info.describe()} registered {cls!r} without a name")
+                if name in self._classes:
+                    other = self._classes[name]
+                    raise PluginError(
+                        f"protocol name {name!r} is registered twice: {other.__module__}."
+                        f"{other.__qualname__} by plugin {self._providers[name].describe()} and "
+                        f"{cls.__module__}.{cls.__qualname__} by plugin {info.describe()}"
+                    )
+                self._classes[name] = cls
+                self._providers[name] = info
+
+    def names(self) -> list[str]:
+        return sorted(self._classes)
+
+    def provider(self, name: str) -> PluginInfo:
+        return self._providers[name]
+
+    def get(self, name: str) -> type[Protocol]:
+        try:
+            return self._classes[name]
+        except KeyError:
+            hint = ""
+            if name in KNOWN_PROVIDERS:
+                hint = f"; install it with: pip install {KNOWN_PROVIDERS[name]}"
+            raise PluginError(
+                f"unknown protocol {name!r}: installed protocols are"
+                f" {', '.join(self.names()) or 'none'}{hint}"
+            ) from None
+
+    def create(self, name: str, config: Config) -> Protocol:
+        cls = self.get(name)
+        from_config = getattr(cls, "from_config", None)
+        return from_config(config) if callable(from_config) else cls()
