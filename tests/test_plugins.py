@@ -17,6 +17,7 @@ from gev_core import (
     LengthFieldProtocol,
     LineProtocol,
     PluginError,
+    ProtocolError,
     ProtocolRegistry,
     get_plugin_manager,
     hookimpl,
@@ -311,9 +312,13 @@ class Tagger(Handler):
 def test_one_port_serves_two_protocols_chosen_by_first_bytes():
     pm = get_plugin_manager(autoload=False)
     pm.register(Sniffer())
-    with serve(
-        Tagger(), protocol=["line", LengthFieldProtocol(max_frame_size=100)], plugins=pm
-    ) as server, connect(server) as text, connect(server) as binary:
+    with (
+        serve(
+            Tagger(), protocol=["line", LengthFieldProtocol(max_frame_size=100)], plugins=pm
+        ) as server,
+        connect(server) as text,
+        connect(server) as binary,
+    ):
         text.sendall(b"#hello\n")
         assert recv_exactly(text, 12) == b"line:#hello\n"
         binary.sendall(b"\x00\x00\x00\x03abc")
@@ -336,3 +341,16 @@ def test_plugin_select_hook_waits_for_more_bytes():
         with connect(server) as other:
             other.sendall(b"plain line\n")
             assert recv_exactly(other, 16) == b"line:plain line\n"
+
+
+@needs_example
+def test_example_protocol_without_sockets():
+    from gev_core.testing import feed
+    from gev_example_plugin import Netstring
+
+    msgs, out = feed(Netstring(), [b"5:he", b"llo,3:abc,", b"0:,"], lambda c, ctx, d: d)
+    assert [m for _, m in msgs] == [b"hello", b"abc", b""]
+    assert out == b"5:hello,3:abc,0:,"
+    for bad in (b"x:oops,", b"12345678", b"3:abcd"):
+        with pytest.raises(ProtocolError):
+            feed(Netstring(), [bad])

@@ -9,7 +9,8 @@ class Netstring(Protocol):
     def unpack(self, conn, buffer):
         head = bytes(buffer.linear_view()[:8])
         length, colon, _ = head.partition(b":")
-        if not length.isdigit() or (not colon and len(head) == 8):
+        malformed = not length.isdigit() if colon else len(head) == 8 or not head.isdigit()
+        if head and malformed:
             raise ProtocolError(f"bad netstring length prefix {head!r}")
         if not colon or len(buffer) <= len(length) + 1 + int(length):
             return None
