@@ -181,6 +181,13 @@ class Connection:
         """
         self._loop_call(self._shutdown_write)
 
+    def run_after(self, delay: float, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` on this connection's loop in ``delay`` seconds, unless it has closed.
+
+        Returns a timer with ``cancel()``. Needs a timer plugin (gev-timers).
+        """
+        return self._loop.server.timers.conn_run_after(self, delay, fn, *args)
+
     def set(self, key: str, value: Any) -> None:
         kv = self._kv
         if kv is None:

@@ -178,12 +178,8 @@ class Server:
         self._fast_protocol: Protocol | None = (
             self._protocol if type(self._protocol).receive is DefaultProtocol.receive else None
         )
-        self._timer_service: Any = pm.hook.gev_timer_service(server=self)
-        if idle_time is not None:
-            if idle_time <= 0:
-                raise ValueError("idle_time must be > 0 seconds")
-            if self._timer_service is None:
-                raise GevError(_NO_TIMERS.format(what="idle_time"))
+        if idle_time is not None and idle_time <= 0:
+            raise ValueError("idle_time must be > 0 seconds")
         if isinstance(load_balance, str):
             try:
                 self._balancer = _BALANCERS[load_balance]()
@@ -211,6 +207,11 @@ class Server:
         self._state_lock = threading.Lock()
         self._running = False
         self._stopping = False
+        # After the loops exist: a timer service builds per-loop state.
+        self._timer_service: Any = pm.hook.gev_timer_service(server=self)
+        if idle_time is not None and self._timer_service is None:
+            self.stop()
+            raise GevError(_NO_TIMERS.format(what="idle_time"))
         made = pm.hook.gev_connection_made
         lost = pm.hook.gev_connection_lost
         for loop in self.loops:
