@@ -23,7 +23,7 @@ __all__ = ["TimerService"]
 
 
 def _reap(conn: Any) -> None:
-    logger.info("closing idle connection %r", conn)
+    logger.debug("closing idle connection %r", conn)
     # Output that has not moved for the whole idle time will not move: don't wait for it.
     if conn.write_buffer_length:
         conn.abort()
