@@ -57,7 +57,7 @@ SERVERS: dict[str, dict] = {
     # Placeholders for gev's framed servers; override with --server if the
     # example scripts end up with other names.
     "gev-pb": {
-        "cmd": ["{python}", "{root}/examples/pb_echo.py", "--port", "{port}"],
+        "cmd": ["{python}", "{root}/examples/protobuf_echo.py", "--port", "{port}"],
         "tags": {"pb"},
     },
     "gev-ws": {
@@ -174,7 +174,22 @@ class Sched:
     prio: int
 
 
-def make_preexec(cpu: int | None, sched: Sched, nofile: int):
+def parse_cpus(text: str) -> frozenset[int]:
+    """CPU list as taskset -c takes it: "0", "0,1", "0-3"."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    if not cpus:
+        raise argparse.ArgumentTypeError(f"empty CPU list {text!r}")
+    return frozenset(cpus)
+
+
+def fmt_cpus(cpus: frozenset[int]) -> str:
+    return ",".join(map(str, sorted(cpus)))
+
+
+def make_preexec(cpu: frozenset[int] | None, sched: Sched, nofile: int):
     def preexec() -> None:
         try:
             soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -189,7 +204,7 @@ def make_preexec(cpu: int | None, sched: Sched, nofile: int):
         except (ValueError, OSError):
             pass
         if cpu is not None:
-            os.sched_setaffinity(0, {cpu})  # == taskset -c CPU
+            os.sched_setaffinity(0, cpu)  # == taskset -c CPUS
         if sched.policy == "fifo":
             try:  # == chrt -f PRIO
                 os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(sched.prio))
@@ -212,7 +227,7 @@ def server_env(src_path: bool) -> dict[str, str]:
 
 def spawn(
     cmd: list[str],
-    cpu: int | None,
+    cpu: frozenset[int] | None,
     sched: Sched,
     nofile: int,
     stdout,
@@ -768,8 +783,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=4.0, help="measured seconds per run")
     ap.add_argument("--warmup", type=float, default=1.0, help="warmup seconds per run")
     ap.add_argument("--baseline", default="uvloop", help="server the ratios are relative to")
-    ap.add_argument("--server-cpu", type=int, default=0, help="CPU the server is pinned to")
-    ap.add_argument("--client-cpu", type=int, default=1, help="CPU loadgen is pinned to")
+    ap.add_argument(
+        "--server-cpu", type=parse_cpus, default="0", help="CPU(s) the server is pinned to: 0,1"
+    )
+    ap.add_argument("--client-cpu", type=parse_cpus, default="1", help="CPU(s) for loadgen")
     ap.add_argument(
         "--sched",
         choices=["fifo", "normal"],
@@ -838,7 +855,7 @@ def main(argv: list[str] | None = None) -> int:
         runnable.append(s)
 
     ncpu = os.cpu_count() or 1
-    for c in (args.server_cpu, args.client_cpu):
+    for c in args.server_cpu | args.client_cpu:
         if c >= ncpu:
             raise SystemExit(f"CPU {c} does not exist (this machine has {ncpu})")
 
@@ -915,7 +932,7 @@ def main(argv: list[str] | None = None) -> int:
     lines.append(f"- Python (servers): {info.get('impl', '')} {info.get('python')}; packages: {pk}")
     lines.append(f"- Compiler: {info.get('cc')} (-O2)")
     lines.append(
-        f"- Server on CPU {args.server_cpu}, loadgen on CPU {args.client_cpu}, "
+        f"- Server on CPU {fmt_cpus(args.server_cpu)}, loadgen on CPU {fmt_cpus(args.client_cpu)}, "
         f"scheduling: {args.sched}" + (f" (SCHED_FIFO {args.prio})" if args.sched == "fifo" else "")
     )
     if any(SCENARIOS[s].mode != "hold" for s in sel_scen):

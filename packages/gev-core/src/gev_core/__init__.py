@@ -19,6 +19,7 @@ from ._plugins import (
 )
 from ._protocol import DefaultProtocol, LengthFieldProtocol, LineProtocol, Protocol
 from ._server import Server, least_connections, round_robin
+from ._workers import serve_workers
 
 __all__ = [
     "NEED_MORE_DATA",
@@ -43,4 +44,5 @@ __all__ = [
     "hookimpl",
     "least_connections",
     "round_robin",
+    "serve_workers",
 ]
