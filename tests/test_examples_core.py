@@ -18,12 +18,24 @@ def test_echo_example(run_example):
     assert got == payload
 
 
+def _admitted_client(port: int, timeout: float = 20.0) -> socket.socket:
+    # The readiness probe was a client too: until the server has seen it close, a new client
+    # may be refused. Retry until one is admitted and served.
+    deadline = time.monotonic() + timeout
+    while True:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.sendall(b"hi")
+        if sock.recv(2) == b"hi":
+            return sock
+        sock.close()
+        if time.monotonic() > deadline:
+            raise AssertionError("the server never admitted a client")
+        time.sleep(0.1)
+
+
 def test_max_connections_refuses_the_extra_client(run_example):
     _proc, port = run_example("max_connections.py", "--max", "1")
-    time.sleep(0.3)  # let the server see the readiness probe's connection close
-    first = socket.create_connection(("127.0.0.1", port), timeout=5)
-    first.sendall(b"hi")
-    assert first.recv(2) == b"hi"
+    first = _admitted_client(port)
     second = socket.create_connection(("127.0.0.1", port), timeout=5)
     assert second.recv(10) == b""  # shutdown_write: EOF straight away
     second.close()
@@ -31,8 +43,4 @@ def test_max_connections_refuses_the_extra_client(run_example):
     assert first.recv(5) == b"still"
     first.close()
     # Once the first leaves, a new client is admitted again.
-    time.sleep(0.3)
-    third = socket.create_connection(("127.0.0.1", port), timeout=5)
-    third.sendall(b"ok")
-    assert third.recv(2) == b"ok"
-    third.close()
+    _admitted_client(port).close()
