@@ -41,6 +41,7 @@ logger = logging.getLogger("gev")
 #: Size of each loop's shared receive buffer: one ``recv`` per readiness event reads at most this.
 READ_BUFFER_SIZE = 256 * 1024
 _ACCEPT_BATCH = 128
+_INF = float("inf")
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _TRANSIENT_ACCEPT_ERRNOS = frozenset(
     {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR, errno.EAGAIN}
@@ -86,6 +87,7 @@ class EventLoop:
         self._timers: list[tuple[float, int, Callable[..., Any], tuple[Any, ...]]] = []
         self._timer_seq = itertools.count()
         self._deadline_source: DeadlineSource | None = None
+        self._next_deadline = _INF
         #: Clock reading (``time.monotonic``) for the current batch; refreshed each poll while a
         #: deadline source is installed, so activity stamps cost one attribute store.
         self.now = time.monotonic()
@@ -152,20 +154,25 @@ class EventLoop:
         heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_seq), fn, args))
 
     def _timeout(self) -> float:
-        if self._tasks or self._deferred:
-            return 0.0
         deadline: float | None = self._timers[0][0] if self._timers else None
         src = self._deadline_source
         if src is not None:
             d = src.next_deadline()
             if d is not None and (deadline is None or d < deadline):
                 deadline = d
+        self._next_deadline = _INF if deadline is None else deadline
+        if self._tasks or self._deferred:
+            return 0.0
         if deadline is None:
             return -1.0
         return max(0.0, deadline - time.monotonic())
 
     def _run_timers(self) -> None:
         now = self.now = time.monotonic()
+        # Most iterations of a busy loop have nothing due: skip the calls. A timer scheduled
+        # meanwhile from another thread woke the poller, and the next _timeout() sees it.
+        if now < self._next_deadline:
+            return
         timers = self._timers
         while timers and timers[0][0] <= now:
             _, _, fn, args = heapq.heappop(timers)
