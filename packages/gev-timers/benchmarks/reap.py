@@ -110,8 +110,10 @@ def main() -> None:
         f" p99 {late[int(len(late) * 0.99)] * 1000:.1f} ms, max {late[-1] * 1000:.1f} ms"
     )
     print(f"closed early       {early}")
-    print(f"server CPU         {cpu:.3f} s in all ({cpu / len(late) * 1e6:.1f} µs per connection,"
-          " accept + reap)")
+    print(
+        f"server CPU         {cpu:.3f} s in all ({cpu / len(late) * 1e6:.1f} µs per connection,"
+        " accept + reap)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,134 @@
+"""Instructions per echoed message, counted by callgrind: a noise-free complement to run.py.
+
+    python bench/callgrind_echo.py [--servers gev,uvloop,bare-python] [--conns 50] [--size 64]
+
+Wall-clock numbers on a shared 2-core machine swing by +-30 %; instruction counts do not. Each
+server runs under ``valgrind --tool=callgrind`` twice, driven by bench's native loadgen for a
+short and a long window; instructions per message = (Ir_long - Ir_short) / (msgs_long -
+msgs_short), which cancels interpreter start-up and shutdown. Counts user-space instructions of
+the server process only (the kernel's share is not included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+SERVERS = {
+    "gev": ["{python}", str(ROOT / "examples" / "echo.py"), "--port", "{port}"],
+    "uvloop": ["{python}", str(BENCH / "servers" / "uvloop_echo.py"), "--port", "{port}"],
+    "asyncio": ["{python}", str(BENCH / "servers" / "asyncio_echo.py"), "--port", "{port}"],
+    "bare-python": ["{python}", str(BENCH / "servers" / "bare_epoll_echo.py"), "--port", "{port}"],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def build_loadgen() -> Path:
+    out = BENCH / ".build" / "loadgen"
+    out.parent.mkdir(exist_ok=True)
+    if not out.exists() or out.stat().st_mtime < (BENCH / "loadgen.c").stat().st_mtime:
+        subprocess.run(["gcc", "-O2", "-o", str(out), str(BENCH / "loadgen.c")], check=True)
+    return out
+
+
+def one_run(name: str, python: str, seconds: float, conns: int, size: int) -> tuple[int, int]:
+    port = free_port()
+    cmd = [a.format(python=python, port=port) for a in SERVERS[name]]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "cg.out"
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(p) for p in sorted((ROOT / "packages").glob("*/src"))]
+            + [env.get("PYTHONPATH", "")]
+        )
+        server = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *cmd],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or server.poll() is not None:
+                        raise SystemExit(f"{name} did not start under valgrind") from None
+                    time.sleep(0.2)
+            lg = subprocess.run(
+                [
+                    str(build_loadgen()),
+                    "--port",
+                    str(port),
+                    "--conns",
+                    str(conns),
+                    "--size",
+                    str(size),
+                    "--duration",
+                    str(seconds),
+                    "--warmup",
+                    "0",
+                    "--json",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            msgs = int(json.loads(lg.stdout.strip().splitlines()[-1])["messages"])
+        finally:
+            server.send_signal(signal.SIGINT)
+            try:
+                server.wait(120)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        text = out.read_text(errors="replace")
+        m = re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M)
+        if not m:
+            raise SystemExit(f"no callgrind totals for {name}")
+        return int(m.group(1)), msgs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--servers", default="gev,uvloop,bare-python")
+    ap.add_argument("--python", default=sys.executable)
+    ap.add_argument("--conns", type=int, default=50)
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--short", type=float, default=2.0)
+    ap.add_argument("--long", type=float, default=6.0)
+    args = ap.parse_args()
+    rows = []
+    for name in args.servers.split(","):
+        ir1, m1 = one_run(name, args.python, args.short, args.conns, args.size)
+        ir2, m2 = one_run(name, args.python, args.long, args.conns, args.size)
+        per = (ir2 - ir1) / max(1, m2 - m1)
+        rows.append((name, per, m1, m2))
+        print(f"{name:12s} {per:10.0f} instructions/msg  ({m1} and {m2} messages)", flush=True)
+    base = next((r[1] for r in rows if r[0] == "uvloop"), None)
+    if base:
+        print()
+        for name, per, *_ in rows:
+            print(f"{name:12s} {per / base:5.2f}x uvloop's instructions per message")
+
+
+if __name__ == "__main__":
+    main()
