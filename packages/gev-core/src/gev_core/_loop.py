@@ -62,6 +62,49 @@ def _noop(*args: Any) -> None:
 class EventLoop:
     """One reactor thread. Created and owned by a :class:`~gev_core.Server`."""
 
+    __slots__ = (
+        "__weakref__",
+        "_accept_backoff",
+        "_assigned_count",
+        "_closed_count",
+        "_connection_lost_hooks",
+        "_connection_made_hooks",
+        "_conns",
+        "_deadline_source",
+        "_deferred",
+        "_dispatching",
+        "_fast_protocol",
+        "_handler",
+        "_listen_fd",
+        "_listener",
+        "_lock",
+        "_next_deadline",
+        "_on_close",
+        "_on_connect",
+        "_on_message",
+        "_out",
+        "_poller",
+        "_rbuf",
+        "_rbufs",
+        "_running",
+        "_rview",
+        "_stopping",
+        "_tasks",
+        "_thread_id",
+        "_timed",
+        "_timer_seq",
+        "_timers",
+        "_wake_armed",
+        "_waker",
+        "high_water",
+        "index",
+        "low_water",
+        "max_read_buffer",
+        "max_write_buffer",
+        "now",
+        "server",
+    )
+
     def __init__(self, server: Server, index: int, poller: str | None = None) -> None:
         self.index = index
         self.server = server
@@ -88,6 +131,8 @@ class EventLoop:
         self._timer_seq = itertools.count()
         self._deadline_source: DeadlineSource | None = None
         self._next_deadline = _INF
+        #: Whether a timer heap entry or a deadline source exists: one check per poll iteration.
+        self._timed = False
         #: Clock reading (``time.monotonic``) for the current batch; refreshed each poll while a
         #: deadline source is installed, so activity stamps cost one attribute store.
         self.now = time.monotonic()
@@ -143,6 +188,7 @@ class EventLoop:
         on the loop thread; another thread that schedules something earlier must call ``wakeup``.
         """
         self._deadline_source = source
+        self._timed = bool(self._timers) or source is not None
 
     def wakeup(self) -> None:
         """Make a blocked ``poll`` return now. Safe from any thread."""
@@ -152,6 +198,7 @@ class EventLoop:
 
     def _call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> None:
         heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_seq), fn, args))
+        self._timed = True
 
     def _timeout(self) -> float:
         deadline: float | None = self._timers[0][0] if self._timers else None
@@ -180,6 +227,7 @@ class EventLoop:
                 fn(*args)
             except Exception:
                 logger.exception("internal loop timer %r failed", fn)
+        self._timed = bool(timers) or self._deadline_source is not None
         src = self._deadline_source
         if src is not None:
             try:
@@ -209,18 +257,16 @@ class EventLoop:
         deferred = self._deferred
         tasks = self._tasks
         READ_ = READ
+        now = self.now
         while self._running:
-            if self._timers or self._deadline_source is not None or tasks or deferred:
-                timeout = self._timeout()
-            else:
-                timeout = -1.0
+            timeout = self._timeout() if self._timed or tasks or deferred else -1.0
             try:
                 events = poll(timeout)
             except InterruptedError:
                 continue
-            if self._timers or self._deadline_source is not None:
+            if self._timed:
                 self._run_timers()
-            now = self.now
+                now = self.now
             self._dispatching = True
             for fd, ev in events:
                 c = conns.get(fd)
