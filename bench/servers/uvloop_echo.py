@@ -1,25 +1,11 @@
-"""uvloop Protocol echo server: data_received -> transport.write."""
+"""uvloop Protocol echo server: data_received -> transport.write.
 
-import asyncio
+The very same protocol and server code as asyncio_echo.py, on uvloop's event loop.
+"""
 
 import uvloop
 from _common import parse_args, raise_nofile
-
-
-class Echo(asyncio.Protocol):
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def data_received(self, data):
-        self.transport.write(data)
-
-
-async def main(args):
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(Echo, args.host, args.port, backlog=args.backlog)
-    async with server:
-        await server.serve_forever()
-
+from asyncio_echo import main
 
 if __name__ == "__main__":
     args = parse_args(__doc__)
