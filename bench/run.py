@@ -61,7 +61,7 @@ SERVERS: dict[str, dict] = {
         "tags": {"pb"},
     },
     "gev-ws": {
-        "cmd": ["{python}", "{root}/examples/ws_echo.py", "--port", "{port}"],
+        "cmd": ["{python}", "{root}/examples/websocket_echo.py", "--port", "{port}"],
         "tags": {"ws"},
     },
     "uvloop": {

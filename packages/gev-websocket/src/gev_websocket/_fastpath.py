@@ -1,0 +1,231 @@
+"""The fast path: complete, unfragmented, uncompressed data frames, without wsproto.
+
+wsproto is exact but costs tens of microseconds per message in pure Python (event objects,
+generators, a per-frame masker object, bytearray copies). Nearly every frame a server sees in
+steady state is the simple case below, and for it wsproto's whole pipeline reduces to "unmask
+the payload, decode it if it is text, deliver it". :func:`receive` (installed as
+``WebSocketSession.receive``, so a read costs one Python call) does exactly that in a loop and
+calls the session's ``_slow_path`` for everything else.
+
+**When a frame takes the fast path** (all must hold):
+
+1. the session's ``_fast`` flag is set: the session is OPEN and
+   :func:`~gev_websocket._compat.wsproto_idle` was true when wsproto last handled a frame, i.e.
+   wsproto has no partial frame buffered and no fragmented message in progress; the flag drops
+   as soon as a frame goes to wsproto, and nothing is left over from the previous read;
+2. the frame is *complete* in the buffer;
+3. first byte ``0x81`` or ``0x82``: FIN set, RSV1-3 clear, opcode text or binary (with
+   permessage-deflate negotiated, RSV1 clear means "not compressed", which wsproto passes
+   through untouched);
+4. MASK bit set (RFC 6455 5.1: a server must fail unmasked client frames);
+5. the length uses its shortest encoding (wsproto rejects the others) and is at most
+   ``min(max_frame_size, max_message_size)`` (otherwise wsproto's limits extension closes
+   with 1009);
+6. for text, the payload is valid UTF-8 (``bytes.decode`` and wsproto's incremental decoder
+   with ``final=True`` apply the same strict codec).
+
+Anything else stops the fast path at the start of that frame and the session hands the frame
+to wsproto (one frame at a time, so the fast path resumes at the next frame boundary once
+wsproto is idle again), which then decides (close code, reason, state) exactly as it would
+have alone. A fast-path frame cut by the end of a read is kept for the next read when wsproto,
+fed those bytes, would emit nothing yet (see ``_session._can_wait``).
+``tests/test_differential.py`` checks the equivalence on random byte streams.
+
+**Unmasking.** For small payloads one big-int XOR against the key repeated to the payload's
+length (``int.from_bytes``/``to_bytes``, like websockets' pure-Python ``apply_mask``) beats
+everything else; the repeated key is ``key * (1 + 2**32 + 2**64 + ...)``, with those
+repunit multipliers cached per length. For large payloads four ``bytes.translate`` passes
+over the strided slices (wsproto's technique) win, because their cost is memory bandwidth
+rather than big-int arithmetic. ``benchmarks/session.py`` measures the crossover.
+
+**Building.** Server frames are unmasked, so an outgoing data frame is a 2, 4 or 10-byte
+header followed by the payload; :func:`build_binary` and :func:`build_text` produce
+byte-for-byte what ``wsproto.Connection.send(Message(...))`` produces without extensions.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._session import WebSocketSession
+
+__all__ = [
+    "build_binary",
+    "build_message",
+    "build_text",
+    "receive",
+    "unmask",
+]
+
+_unpack_short = struct.Struct("!BBI").unpack_from  # first byte, second byte, masking key
+_unpack_medium = struct.Struct("!BBHI").unpack_from  # ... 16-bit length, masking key
+_unpack_long = struct.Struct("!BBQI").unpack_from  # ... 64-bit length, masking key
+_pack_medium = struct.Struct("!BBH").pack
+_pack_long = struct.Struct("!BBQ").pack
+_from_bytes = int.from_bytes
+
+#: Payloads up to this many bytes are unmasked with one big-int XOR, larger ones with
+#: ``bytes.translate`` (see the module docstring).
+INT_UNMASK_MAX = 1024
+
+# _REPUNIT[k] caches _repunit(k); 0 means "not computed yet" (only k=0 really is 0). Filled
+# on demand past the small sizes, so it only costs memory for the sizes a server sees.
+_REPUNIT: list[int] = [0] * ((INT_UNMASK_MAX >> 2) + 1)
+
+
+def _repunit(k: int) -> int:
+    """``sum(1 << (32 * i) for i in range(k))``: times a 32-bit key, the key repeated k times."""
+    value = ((1 << (32 * k)) - 1) // 0xFFFFFFFF
+    _REPUNIT[k] = value
+    return value
+
+
+for _k in range(1, 33):
+    _repunit(_k)
+del _k
+
+
+_XOR_TABLES = [bytes(a ^ b for a in range(256)) for b in range(256)]
+
+
+def _unmask_translate(payload: bytes | bytearray | memoryview, key: int) -> bytes:
+    buf = bytearray(payload)
+    t = _XOR_TABLES
+    buf[0::4] = buf[0::4].translate(t[key >> 24])
+    buf[1::4] = buf[1::4].translate(t[(key >> 16) & 0xFF])
+    buf[2::4] = buf[2::4].translate(t[(key >> 8) & 0xFF])
+    buf[3::4] = buf[3::4].translate(t[key & 0xFF])
+    return bytes(buf)
+
+
+def unmask(payload: bytes | bytearray | memoryview, key: int) -> bytes:
+    """XOR *payload* with the 32-bit masking *key* (big-endian, as on the wire).
+
+    Masking is an involution, so this also masks.
+    """
+    n = len(payload)
+    if n > INT_UNMASK_MAX:
+        return _unmask_translate(payload, key)
+    k = (n + 3) >> 2
+    key *= _REPUNIT[k] or _repunit(k)
+    if n & 3:
+        key >>= (k << 5) - (n << 3)
+    return (_from_bytes(payload, "big") ^ key).to_bytes(n, "big")
+
+
+_TEXT_HEADERS = tuple(bytes((0x81, n)) for n in range(126))
+_BINARY_HEADERS = tuple(bytes((0x82, n)) for n in range(126))
+
+
+def build_binary(payload: bytes | bytearray | memoryview) -> bytes:
+    """Return an unmasked FIN binary frame carrying *payload*."""
+    n = len(payload)
+    if n < 126:
+        return _BINARY_HEADERS[n] + payload
+    if n < 65536:
+        return _pack_medium(0x82, 126, n) + payload
+    return _pack_long(0x82, 127, n) + payload
+
+
+def build_text(text: str) -> bytes:
+    """Return an unmasked FIN text frame carrying *text* encoded as UTF-8."""
+    payload = text.encode()
+    n = len(payload)
+    if n < 126:
+        return _TEXT_HEADERS[n] + payload
+    if n < 65536:
+        return _pack_medium(0x81, 126, n) + payload
+    return _pack_long(0x81, 127, n) + payload
+
+
+def build_message(message: str | bytes | bytearray | memoryview) -> bytes:
+    """Frame *message* as text if it is a ``str``, else as binary."""
+    if isinstance(message, str):
+        return build_text(message)
+    return build_binary(message)
+
+
+def receive(self: WebSocketSession, data: bytes | bytearray | memoryview, out: list[bytes]) -> bool:
+    """Process bytes read from the socket; append the bytes to send to *out*.
+
+    This is :meth:`WebSocketSession.receive <gev_websocket.WebSocketSession.receive>`.
+    Messages are handed to the session's ``on_message`` callback during the call, and each
+    reply it returns is framed into *out* at once, so *out* keeps the order of the wire
+    (handshake response, replies, pongs, close frame). *data* is only read during the call
+    (it may be a view into a reused read buffer); whatever must outlive the call is copied.
+
+    Returns :attr:`~gev_websocket.WebSocketSession.closed`: when true, write *out* and
+    then close the transport.
+    """
+    if self._fast and not self._pending:
+        pos = 0
+    else:
+        data, pos = self._slow_path(data, 0, out, False)
+    end = len(data)
+    while pos < end:
+        b0, b1, key = _unpack_short(data, pos) if end - pos >= 6 else _SHORT
+        # 0x81/0x82: FIN, no RSV bit, text/binary.  b1 >= 0x80: masked.
+        if (b0 == 0x82 or b0 == 0x81) and b1 >= 0x80:
+            n = b1 - 0x80
+            start = pos + 6
+            if n >= 126:
+                if n == 126:
+                    if end - pos >= 8:
+                        _, _, n, key = _unpack_medium(data, pos)
+                        start = pos + 8 if n >= 126 else end + 1
+                    else:
+                        start = end + 1
+                elif end - pos >= 14:
+                    _, _, n, key = _unpack_long(data, pos)
+                    start = pos + 14 if n >= 65536 else end + 1
+                else:
+                    start = end + 1
+            stop = start + n
+            # The limit is below 2**63, so this also refuses a 64-bit length with its top
+            # bit set; start > end flags a cut or non-minimal header.
+            if stop <= end and n <= self._fast_limit:
+                if n <= INT_UNMASK_MAX:
+                    k = (n + 3) >> 2
+                    key *= _REPUNIT[k] or _repunit(k)
+                    if n & 3:
+                        key >>= (k << 5) - (n << 3)
+                    payload = (_from_bytes(data[start:stop], "big") ^ key).to_bytes(n, "big")
+                else:  # a view, not a slice: _unmask_translate copies it anyway
+                    payload = _unmask_translate(memoryview(data)[start:stop], key)
+                message: str | bytes = payload
+                if b0 == 0x81:
+                    try:
+                        message = payload.decode()
+                    except UnicodeDecodeError:
+                        # wsproto fails the connection with 1007 and its own reason.
+                        data, pos = self._slow_path(data, pos, out, True)
+                        end = len(data)
+                        continue
+                pos = stop
+                reply = self._on_message(self._context, message)
+                if reply is not None:
+                    if type(reply) is not bytes or self._deflate is not None:
+                        out.append(self._build_reply(reply))
+                    elif (k := len(reply)) < 126:
+                        out.append(_BINARY_HEADERS[k] + reply)
+                    elif k < 65536:
+                        # Header and payload as two chunks: no copy of a big payload here,
+                        # and a writev/join downstream copies it at most once.
+                        out += (_pack_medium(0x82, 126, k), reply)
+                    else:
+                        out += (_pack_long(0x82, 127, k), reply)
+                if self._fast:
+                    continue
+                # The handler closed the session (or similar): hand over what is left.
+                data, pos = self._slow_path(data, pos, out, False)
+                end = len(data)
+                continue
+        data, pos = self._slow_path(data, pos, out, True)
+        end = len(data)
+    return self.closed
+
+
+# Stands in for a header too short to unpack: fails the first-byte test.
+_SHORT = (0, 0, 0)

@@ -1,0 +1,482 @@
+"""The reactor-facing side: a gev ``Protocol`` that runs one :class:`WebSocketSession` per
+connection, and the handler API built on it.
+
+Threading rule: a session is only ever touched on its connection's loop thread. The public
+``send_*``/``ping``/``close`` functions may be called from any thread because they do nothing
+but queue work with ``loop.call_soon``; even on the loop thread that queueing is what keeps
+the wire order equal to the order in which frames were built (a reply returned from
+``on_message`` is built, and compressed, before a frame asked for inside that call).
+
+Closing: once the session says the transport should close, the server shuts down its
+sending side (FIN after the close frame) and discards input until the peer's FIN, bounded
+by ``linger_timeout``. Closing the socket while unread input sits in the kernel would make
+it answer with RST, and a RST can overtake our close frame, so the peer would never see it.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from gev_core import Connection, ConnectionClosed, Protocol, Server
+from wsproto.connection import ConnectionState
+from wsproto.events import Request
+
+from ._session import (
+    DEFAULT_MAX_HANDSHAKE_SIZE,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    Accept,
+    Deflate,
+    Reject,
+    WebSocketSession,
+)
+
+__all__ = [
+    "MessageType",
+    "Upgrader",
+    "WebSocketHandler",
+    "WebSocketProtocol",
+    "close",
+    "new_websocket_server",
+    "ping",
+    "send",
+    "send_binary",
+    "send_text",
+]
+
+logger = logging.getLogger("gev.websocket")
+
+_CONNECTING = ConnectionState.CONNECTING
+_OPEN = ConnectionState.OPEN
+
+RequestHook = Callable[[Request], "Accept | Reject | None"]
+
+
+class MessageType(enum.IntEnum):
+    """The type of a message, numbered like the RFC 6455 opcodes (and gev's ``ws.MessageType``)."""
+
+    TEXT = 1
+    BINARY = 2
+
+
+TEXT = MessageType.TEXT
+BINARY = MessageType.BINARY
+
+
+class WebSocketHandler:
+    """Base class of WebSocket handlers (gev's ``WebSocketHandler``). Callbacks run on the loop.
+
+    Override :meth:`on_message`; the rest is optional. A callback that raises closes that
+    connection only, with close code 1011.
+    """
+
+    def on_connect(self, conn: Connection) -> None:
+        """A TCP connection was accepted; the WebSocket handshake has not happened yet."""
+
+    def on_request(self, conn: Connection, request: Request) -> Accept | Reject | None:
+        """The upgrade request arrived (``request.target``, ``request.extra_headers`` with
+        lower-case byte names, ``request.subprotocols``): None accepts, :class:`Reject`
+        refuses with an HTTP status (e.g. 401), :class:`Accept` picks a subprotocol.
+
+        Only called when overridden; otherwise the upgrader's ``on_request`` applies.
+        """
+        return None
+
+    def on_open(self, conn: Connection) -> None:
+        """The handshake completed: from now on messages can be sent."""
+
+    def on_message(self, conn: Connection, data: str | bytes) -> tuple[Any, Any] | None:
+        """A complete message: ``str`` for text, ``bytes`` for binary.
+
+        Return ``(MessageType.TEXT, str)`` or ``(MessageType.BINARY, bytes)`` to reply, or
+        ``None`` / ``(None, None)`` to send nothing.
+        """
+        return None
+
+    def on_pong(self, conn: Connection, payload: bytes) -> None:
+        """A pong arrived (normally the answer to :func:`ping`)."""
+
+    def on_close(self, conn: Connection) -> None:
+        """The connection is closed (called exactly once, after the TCP connection is gone)."""
+
+
+@dataclass(frozen=True)
+class Upgrader:
+    """How the opening handshake is answered (gev's ``ws.Upgrader``).
+
+    :param subprotocols: subprotocols the server speaks; the first one the client offers (in
+        the client's order) is selected.
+    :param compression: negotiate permessage-deflate when offered: True (default settings), a
+        :class:`Deflate` with explicit settings, or False.
+    :param on_request: ``on_request(request) -> Accept | Reject | None``, to check headers or
+        the path before accepting; a :class:`Reject` answers with its HTTP status.
+    :param max_handshake_size: largest request head accepted (431 beyond).
+    :param handshake_timeout: seconds a connection may take to complete its upgrade request
+        (slow or half-open clients are dropped); None waits forever.
+    """
+
+    subprotocols: Sequence[str] = ()
+    compression: bool | Deflate = True
+    on_request: RequestHook | None = None
+    max_handshake_size: int = DEFAULT_MAX_HANDSHAKE_SIZE
+    handshake_timeout: float | None = 10.0
+
+
+class _Session(WebSocketSession):
+    # ``lingering``: the close is under way; input is discarded until the peer's FIN.
+    __slots__ = ("lingering",)
+
+    lingering: bool
+
+
+def _reply_type_error(kind: Any, reply: Any) -> TypeError:
+    return TypeError(
+        f"on_message returned ({kind!r}, {type(reply).__name__}): a reply must be"
+        " (MessageType.TEXT, str), (MessageType.BINARY, bytes) or None"
+    )
+
+
+def _websocket_adapter(on_message: Callable[..., Any]) -> Callable[[Any, Any], Any]:
+    """Turn ``(MessageType, reply)`` into what the session frames: str = text, bytes = binary."""
+
+    def call(conn: Any, message: Any) -> Any:
+        result = on_message(conn, message)
+        if result is None:
+            return None
+        kind, reply = result
+        if reply is None:
+            return None
+        if kind is BINARY:
+            if type(reply) is bytes:
+                return reply
+            if isinstance(reply, (bytearray, memoryview)):
+                return bytes(reply)
+        elif kind is TEXT:
+            if type(reply) is str:
+                return reply
+        elif kind == 2 and isinstance(reply, (bytes, bytearray, memoryview)):
+            return bytes(reply)
+        elif kind == 1 and isinstance(reply, str):
+            return reply
+        raise _reply_type_error(kind, reply)
+
+    return call
+
+
+def _core_adapter(on_message: Callable[..., Any]) -> Callable[[Any, Any], Any]:
+    """A gev-core style handler, ``on_message(conn, ctx, data) -> reply``: str replies go out
+    as text, bytes-like ones as binary (lets one handler serve several protocols)."""
+
+    def call(conn: Any, message: Any) -> Any:
+        return on_message(conn, None, message)
+
+    return call
+
+
+def _overrides(handler: Any, name: str) -> bool:
+    method = getattr(type(handler), name, None)
+    return method is not None and method is not getattr(WebSocketHandler, name, None)
+
+
+class WebSocketProtocol(Protocol):
+    """WebSocket over gev: ``Server(handler, protocol=WebSocketProtocol(...))`` or
+    ``protocol="websocket"`` with the plugin installed.
+
+    :param upgrader: the handshake settings (:class:`Upgrader`).
+    :param max_message_size: largest message accepted (after decompression); bigger ones close
+        the connection with 1009.
+    :param max_frame_size: largest frame payload accepted (default: ``max_message_size``).
+    :param close_timeout: after a server-initiated close, seconds to wait for the peer's close
+        frame before dropping the connection.
+    :param linger_timeout: seconds to wait for the peer's FIN once our close frame is sent.
+    :param fast_path: False routes every frame through wsproto (slower; for comparison).
+    """
+
+    name: ClassVar[str] = "websocket"
+
+    def __init__(
+        self,
+        upgrader: Upgrader | None = None,
+        *,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_frame_size: int | None = None,
+        close_timeout: float = 5.0,
+        linger_timeout: float = 2.0,
+        fast_path: bool = True,
+    ) -> None:
+        self.upgrader = upgrader = upgrader if upgrader is not None else Upgrader()
+        compression = upgrader.compression
+        self._deflate: Deflate | None = (
+            Deflate() if compression is True else compression if compression else None
+        )
+        self.max_message_size = max_message_size
+        self.max_frame_size = max_frame_size
+        self.close_timeout = close_timeout
+        self.linger_timeout = linger_timeout
+        self.fast_path = fast_path
+        # Per handler, built once: the message adapter and which optional callbacks exist.
+        self._wiring: dict[int, tuple[Any, Any, Any, Any, bool]] = {}
+        # Fail at construction, not on the first connection, if the limits are nonsense.
+        WebSocketSession(
+            max_message_size=max_message_size,
+            max_frame_size=max_frame_size,
+            max_handshake_size=upgrader.max_handshake_size,
+        )
+
+    @classmethod
+    def from_config(cls, config: Any) -> WebSocketProtocol:
+        """Build from ``config.options`` keys prefixed ``ws_`` (``gev serve --ws-...``)."""
+        opts = config.options
+        upgrader_kw: dict[str, Any] = {}
+        kw: dict[str, Any] = {}
+        if opts.get("ws_subprotocols"):
+            upgrader_kw["subprotocols"] = tuple(opts["ws_subprotocols"])
+        if opts.get("ws_compression") is not None:
+            upgrader_kw["compression"] = bool(opts["ws_compression"])
+        if opts.get("ws_max_handshake_size") is not None:
+            upgrader_kw["max_handshake_size"] = int(opts["ws_max_handshake_size"])
+        if "ws_handshake_timeout" in opts and opts["ws_handshake_timeout"] is not None:
+            timeout = float(opts["ws_handshake_timeout"])
+            upgrader_kw["handshake_timeout"] = timeout if timeout > 0 else None
+        if opts.get("ws_on_request") is not None:
+            upgrader_kw["on_request"] = opts["ws_on_request"]
+        for key in ("max_message_size", "max_frame_size"):
+            if opts.get("ws_" + key) is not None:
+                kw[key] = int(opts["ws_" + key])
+        for key in ("close_timeout", "linger_timeout"):
+            if opts.get("ws_" + key) is not None:
+                kw[key] = float(opts["ws_" + key])
+        return cls(Upgrader(**upgrader_kw), **kw)
+
+    # -- per connection ------------------------------------------------------------------
+
+    def _wire(self, handler: Any) -> tuple[Any, Any, Any, Any, bool]:
+        wiring = self._wiring.get(id(handler))
+        if wiring is None:
+            if isinstance(handler, WebSocketHandler):
+                adapter = _websocket_adapter(handler.on_message)
+            else:
+                adapter = _core_adapter(handler.on_message)
+            on_open = getattr(handler, "on_open", None) if _overrides(handler, "on_open") else None
+            on_pong = getattr(handler, "on_pong", None) if _overrides(handler, "on_pong") else None
+            per_conn_request = _overrides(handler, "on_request") and callable(
+                getattr(handler, "on_request", None)
+            )
+            wiring = (
+                adapter,
+                on_open,
+                on_pong,
+                handler.on_request if per_conn_request else None,
+                per_conn_request,
+            )
+            # The handler is the server's, alive as long as this protocol: id() is stable.
+            self._wiring[id(handler)] = wiring
+        return wiring
+
+    def connection_made(self, conn: Connection) -> None:
+        adapter, on_open, on_pong, handler_request, per_conn = self._wire(conn.handler)
+        upgrader = self.upgrader
+        on_request: Any = upgrader.on_request
+        if per_conn:
+            # Only a handler that overrides on_request pays for this closure.
+            def on_request(request: Request) -> Accept | Reject | None:
+                return handler_request(conn, request)  # type: ignore[no-any-return]
+
+        session = _Session(
+            adapter,
+            conn,
+            on_open=on_open,
+            on_pong=on_pong,
+            on_request=on_request,
+            subprotocols=upgrader.subprotocols,
+            compression=self._deflate,
+            max_message_size=self.max_message_size,
+            max_frame_size=self.max_frame_size,
+            max_handshake_size=upgrader.max_handshake_size,
+            fast_path=self.fast_path,
+        )
+        session.lingering = False
+        conn.state = session
+        if upgrader.handshake_timeout is not None:
+            conn.loop._call_later(upgrader.handshake_timeout, _handshake_expired, conn, session)
+
+    def connection_lost(self, conn: Connection) -> None:
+        session = conn.state
+        if isinstance(session, WebSocketSession):
+            session.receive_eof()
+
+    def receive(self, conn: Connection, data: memoryview, out: list[Any]) -> int:
+        session: _Session = conn.state
+        if session.lingering:
+            return len(data)
+        try:
+            closed = session.receive(data, out)
+        except Exception:
+            logger.exception("closing %r with 1011: the WebSocket handler failed", conn)
+            frame = session.close(1011, "internal error")
+            if frame:
+                out.append(frame)
+            closed = True
+        if closed:
+            self._linger(conn, session)
+        return len(data)
+
+    def pack(self, conn: Connection, data: Any) -> bytes:
+        # conn.send(message) from the loop thread: frame it as the session would.
+        session = conn.state
+        if not isinstance(session, WebSocketSession):
+            raise ConnectionClosed(f"{conn!r} has no WebSocket session")
+        return session.send(data)
+
+    # -- closing -------------------------------------------------------------------------
+
+    def _linger(self, conn: Connection, session: _Session) -> None:
+        if session.lingering:
+            return
+        session.lingering = True
+        conn.shutdown_write()
+        conn.loop._call_later(self.linger_timeout, _drop, conn)
+
+    def _start_close(self, conn: Connection, code: int, reason: str) -> None:
+        session = conn.state
+        if not isinstance(session, _Session) or conn.closing or session.lingering:
+            return
+        if session.state is _CONNECTING:
+            session.close(code, reason)
+            self._linger(conn, session)
+            return
+        frame = session.close(code, reason)
+        if frame:
+            conn.write(frame)
+            conn.loop._call_later(self.close_timeout, self._close_expired, conn, session)
+
+    def _close_expired(self, conn: Connection, session: _Session) -> None:
+        if conn.state is session and not session.lingering and not conn.closing:
+            logger.debug("closing %r: no close frame from the peer in time", conn)
+            session.closed = True
+            self._linger(conn, session)
+
+
+def _drop(conn: Connection) -> None:
+    conn.abort()  # no-op when the peer's FIN already closed it
+
+
+def _handshake_expired(conn: Connection, session: WebSocketSession) -> None:
+    if conn.state is session and not conn.closing and session.state is _CONNECTING:
+        logger.debug("closing %r: no WebSocket handshake in time", conn)
+        conn.abort()
+
+
+# -- sending from any thread -------------------------------------------------------------
+
+
+def _queue(conn: Connection, fn: Callable[..., None], *args: Any) -> None:
+    if conn.closing:
+        raise ConnectionClosed(f"{conn!r} is closed")
+    conn.loop.call_soon(fn, conn, *args)
+
+
+def _do_send(conn: Connection, message: str | bytes) -> None:
+    session = conn.state
+    if conn.closing or not isinstance(session, WebSocketSession):
+        return
+    frame = session.send(message)
+    if frame:
+        conn.write(frame)
+
+
+def _do_ping(conn: Connection, payload: bytes) -> None:
+    session = conn.state
+    if conn.closing or not isinstance(session, WebSocketSession):
+        return
+    frame = session.ping(payload)
+    if frame:
+        conn.write(frame)
+
+
+def _do_close(conn: Connection, code: int, reason: str) -> None:
+    protocol = conn.protocol
+    if isinstance(protocol, WebSocketProtocol):
+        protocol._start_close(conn, code, reason)
+
+
+def send_text(conn: Connection, text: str) -> None:
+    """Send a text message. Safe from any thread; dropped unless the connection is OPEN when the
+    loop gets to it.
+
+    :raises ConnectionClosed: the connection is already closing.
+    """
+    if type(text) is not str:
+        raise TypeError(f"send_text needs a str, not {type(text).__name__}")
+    _queue(conn, _do_send, text)
+
+
+def send_binary(conn: Connection, data: bytes | bytearray | memoryview) -> None:
+    """Send a binary message. Safe from any thread (``data`` is copied unless it is bytes)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"send_binary needs bytes, not {type(data).__name__}")
+    _queue(conn, _do_send, data if type(data) is bytes else bytes(data))
+
+
+def send(conn: Connection, message_type: MessageType | int, data: str | bytes) -> None:
+    """Send ``data`` as ``message_type`` (gev's ``SendWebsocketData``)."""
+    if message_type == TEXT:
+        send_text(conn, data)  # type: ignore[arg-type]
+    elif message_type == BINARY:
+        send_binary(conn, data)  # type: ignore[arg-type]
+    else:
+        raise ValueError(f"message_type must be MessageType.TEXT or BINARY, not {message_type!r}")
+
+
+def ping(conn: Connection, payload: bytes = b"") -> None:
+    """Send a ping; the pong goes to the handler's ``on_pong``. Safe from any thread."""
+    payload = bytes(payload)
+    if len(payload) > 125:
+        raise ValueError("ping payload larger than 125 bytes")
+    _queue(conn, _do_ping, payload)
+
+
+def close(conn: Connection, code: int = 1000, reason: str = "") -> None:
+    """Start the closing handshake. Safe from any thread.
+
+    The close frame is sent, the peer's close frame awaited (at most the protocol's
+    ``close_timeout``), then the TCP connection is closed.
+    """
+    if not (code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011) or 3000 <= code < 5000):
+        raise ValueError(f"close code {code} may not be sent")
+    if len(reason.encode()) > 123:
+        raise ValueError("close reason longer than 123 bytes")
+    if conn.closing:
+        return
+    conn.loop.call_soon(_do_close, conn, code, reason)
+
+
+def new_websocket_server(
+    handler: Any,
+    upgrader: Upgrader | None = None,
+    *,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_frame_size: int | None = None,
+    close_timeout: float = 5.0,
+    linger_timeout: float = 2.0,
+    **server_options: Any,
+) -> Server:
+    """A :class:`gev_core.Server` speaking WebSocket (gev's ``NewWebSocketServer``).
+
+    ``server_options`` go to :class:`gev_core.Server` (``address``, ``num_loops``, ...). No
+    plugin needs to be installed: the protocol is passed as an instance. Unless given,
+    ``max_write_buffer`` is raised to hold an echo of the largest message twice over (the
+    core's 8 MiB default would drop a peer whose reply to one big message is still queued).
+    """
+    server_options.setdefault("max_write_buffer", max(8 << 20, 2 * max_message_size + (1 << 20)))
+    protocol = WebSocketProtocol(
+        upgrader,
+        max_message_size=max_message_size,
+        max_frame_size=max_frame_size,
+        close_timeout=close_timeout,
+        linger_timeout=linger_timeout,
+    )
+    return Server(handler, protocol=protocol, **server_options)

@@ -1,0 +1,718 @@
+"""Per-connection, server-side WebSocket state machine (sans-IO).
+
+:class:`WebSocketSession` wraps a ``wsproto.WSConnection`` in server mode. wsproto stays the
+authority for the opening handshake (through h11), extension negotiation, the closing
+handshake and every frame that is not the plain common case. The fast path in
+:mod:`gev_websocket._fastpath` (which is the session's ``receive`` method) handles that common
+case and calls :meth:`WebSocketSession._slow_path` for the rest.
+
+It is shaped for a reactor that calls one method per socket read::
+
+    closed = session.receive(data, out)   # data: valid only during the call
+    # out now holds the bytes to send, in order: handshake response, pongs, replies,
+    # close frames.  If closed is true, flush out and then close the transport.
+
+Messages go to ``on_message(context, message)`` as ``str`` (text) or ``bytes`` (binary), in
+arrival order and during :meth:`~WebSocketSession.receive`. Whatever the callback returns
+(``str``, ``bytes`` or None) is framed and appended to ``out`` right away, so replies keep
+their order with respect to pongs and to the close frame.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import Connection, ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    Pong,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import RemoteProtocolError
+
+from ._compat import wsproto_idle
+from ._extensions import BoundedPerMessageDeflate, MessageLimits
+from ._fastpath import build_binary, build_message, build_text
+from ._fastpath import receive as _fastpath_receive
+
+__all__ = ["Accept", "Deflate", "Reject", "WebSocketSession"]
+
+HeaderList = Sequence[tuple[bytes | str, bytes | str]]
+Message = str | bytes
+Reply = str | bytes | bytearray | memoryview | None
+
+DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
+DEFAULT_MAX_HANDSHAKE_SIZE = 16 * 1024
+#: A fast-path binary frame cut by the end of a read is kept (copied) until it completes if
+#: it is at most this big; larger or text frames are streamed through wsproto instead (which
+#: lets invalid UTF-8 fail fast, mid-frame).
+PENDING_FRAME_MAX = 64 * 1024
+
+# h11 ends a request head at the first blank line, accepting bare LF as well as CRLF; the
+# session must cut the request exactly where h11 will, so it uses the same pattern.
+_HEAD_END = re.compile(b"\n\r?\n")
+_METHOD_START = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+_OPEN = ConnectionState.OPEN
+_REMOTE_CLOSING = ConnectionState.REMOTE_CLOSING
+_LOCAL_CLOSING = ConnectionState.LOCAL_CLOSING
+_CLOSED = ConnectionState.CLOSED
+
+# wsproto reports every extension failure as "error in extension"; say which one.
+_EXTENSION_REASONS = {
+    1002: "protocol error",
+    1007: "invalid compressed data",
+    1009: "message too big",
+}
+
+_STATUS_TEXT = {
+    400: b"Bad Request",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+}
+
+
+@dataclass(frozen=True)
+class Reject:
+    """Returned by ``on_request`` to refuse the handshake with an HTTP response.
+
+    The response is written, then the session asks for the transport to be closed.
+    """
+
+    status: int = 403
+    headers: HeaderList = ()
+    body: bytes = b""
+
+
+@dataclass(frozen=True)
+class Accept:
+    """Returned by ``on_request`` to accept with a chosen subprotocol and extra headers."""
+
+    subprotocol: str | None = None
+    headers: HeaderList = ()
+
+
+@dataclass(frozen=True)
+class Deflate:
+    """permessage-deflate (RFC 7692) settings; pass as ``compression=Deflate()``.
+
+    The defaults match the websockets library's server defaults: 12-bit windows and
+    ``memLevel`` 5 keep a compressed connection near 64 KiB of zlib state.
+    """
+
+    client_no_context_takeover: bool = False
+    server_no_context_takeover: bool = False
+    client_max_window_bits: int | None = 12
+    server_max_window_bits: int | None = 12
+    compress_level: int = 6
+    mem_level: int = 5
+
+
+def _collect(inbox: list[Message], message: Message) -> None:
+    inbox.append(message)
+
+
+def _encode_headers(headers: HeaderList) -> list[tuple[bytes, bytes]]:
+    return [
+        (
+            name.encode("latin-1") if isinstance(name, str) else name,
+            value.encode("latin-1") if isinstance(value, str) else value,
+        )
+        for name, value in headers
+    ]
+
+
+def _plain_response(status: int) -> bytes:
+    text = _STATUS_TEXT.get(status, b"Error")
+    return b"HTTP/1.1 %d %s\r\ncontent-length: 0\r\nconnection: close\r\n\r\n" % (status, text)
+
+
+def _frame_extent(data: bytes | bytearray | memoryview, pos: int, end: int) -> tuple[int, int]:
+    """``(header size, payload size)`` of the frame at ``data[pos]``; ``(-1, 0)`` if cut short.
+
+    Computed the way wsproto parses a header, for any header wsproto does not reject outright,
+    so that wsproto can be fed one frame at a time.
+    """
+    avail = end - pos
+    if avail < 2:
+        return -1, 0
+    b1 = data[pos + 1]
+    size = b1 & 0x7F
+    header = 6 if b1 & 0x80 else 2
+    if size == 126:
+        header += 2
+        if avail < header:
+            return -1, 0
+        size = int.from_bytes(data[pos + 2 : pos + 4], "big")
+    elif size == 127:
+        header += 8
+        if avail < header:
+            return -1, 0
+        size = int.from_bytes(data[pos + 2 : pos + 10], "big")
+    elif avail < header:
+        return -1, 0
+    return header, size
+
+
+def _can_wait(data: bytes | bytearray | memoryview, pos: int, end: int, limit: int) -> int:
+    """How many bytes the incomplete frame at ``data[pos:end]`` needs before it is worth
+    looking at again, or 0 if it must go to wsproto now.
+
+    Waiting is allowed when the bytes so far are the start of a fast-path frame (so wsproto,
+    fed them now, would neither reject them nor emit anything) and waiting is cheap: the
+    header is incomplete (at most 13 bytes kept), or it is a binary frame of at most
+    :data:`PENDING_FRAME_MAX` bytes. A text frame with payload bytes goes to wsproto, whose
+    incremental decoder rejects invalid UTF-8 before the frame is complete.
+    """
+    avail = end - pos
+    b0 = data[pos]
+    if b0 != 0x82 and b0 != 0x81:
+        return 0
+    if avail < 2:
+        return 2
+    b1 = data[pos + 1]
+    if b1 < 0x80:
+        return 0
+    size = b1 - 0x80
+    header = 6
+    if size == 126:
+        header = 8
+        if avail < 4:
+            return 4
+        size = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if size < 126:
+            return 0
+    elif size == 127:
+        header = 14
+        if avail < 10:
+            return 10
+        size = int.from_bytes(data[pos + 2 : pos + 10], "big")
+        if size < 65536:
+            return 0
+    if size > limit:
+        return 0
+    if avail < header:
+        return header
+    if b0 == 0x82 and avail < header + size <= PENDING_FRAME_MAX:
+        return header + size
+    return 0
+
+
+class WebSocketSession:
+    """Server side of one WebSocket connection, from the HTTP upgrade to the close.
+
+    :param on_message: ``on_message(context, message)`` gets each complete message (``str``
+        for text, ``bytes`` for binary); a non-None return value is sent back as a text
+        (``str``) or binary message. Default: append to :attr:`messages`.
+    :param context: first argument of every callback (e.g. the reactor's connection).
+    :param on_open: ``on_open(context)`` once the 101 response is in ``out``.
+    :param on_pong: ``on_pong(context, payload)`` for every pong received.
+    :param on_request: ``on_request(request)`` with the parsed ``wsproto.events.Request``
+        (``target``, ``host``, ``extra_headers`` with lower-case names, ``subprotocols``);
+        return None to accept with the defaults, an :class:`Accept`, or a :class:`Reject`.
+    :param subprotocols: subprotocols the server speaks; the first one the client offers
+        (in the client's order) is selected unless ``on_request`` returns an :class:`Accept`.
+    :param compression: a :class:`Deflate` to negotiate permessage-deflate when offered.
+    :param max_message_size: largest message accepted (after decompression); bigger ones
+        close the connection with 1009.
+    :param max_frame_size: largest frame payload accepted (default: ``max_message_size``).
+    :param max_handshake_size: largest HTTP request head accepted (431 beyond).
+    :param fast_path: False routes every frame through wsproto (reference behaviour).
+    """
+
+    __slots__ = (
+        "_build_reply",
+        "_conn",
+        "_context",
+        "_cut_header",
+        "_deflate",
+        "_fast",
+        "_fast_enabled",
+        "_fast_limit",
+        "_head",
+        "_head_scan",
+        "_on_message",
+        "_on_open",
+        "_on_pong",
+        "_on_request",
+        "_parts",
+        "_pending",
+        "_pending_need",
+        "_ws",
+        "_wsp_left",
+        "close_code",
+        "close_reason",
+        "closed",
+        "compression",
+        "max_frame_size",
+        "max_handshake_size",
+        "max_message_size",
+        "messages",
+        "request",
+        "subprotocol",
+        "subprotocols",
+    )
+
+    def __init__(
+        self,
+        on_message: Callable[[Any, Message], Reply] | None = None,
+        context: Any = None,
+        *,
+        on_open: Callable[[Any], None] | None = None,
+        on_pong: Callable[[Any, bytes], None] | None = None,
+        on_request: Callable[[Request], Accept | Reject | None] | None = None,
+        subprotocols: Sequence[str] = (),
+        compression: Deflate | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_frame_size: int | None = None,
+        max_handshake_size: int = DEFAULT_MAX_HANDSHAKE_SIZE,
+        fast_path: bool = True,
+    ) -> None:
+        if max_message_size < 0 or max_message_size >= 1 << 63:
+            raise ValueError("max_message_size out of range")
+        if max_frame_size is None:
+            max_frame_size = max_message_size
+        elif max_frame_size < 0 or max_frame_size >= 1 << 63:
+            raise ValueError("max_frame_size out of range")
+        #: Messages received, when no ``on_message`` callback was given.
+        self.messages: list[Message] = []
+        if on_message is None:
+            on_message = _collect
+            context = self.messages
+        self._on_message: Callable[[Any, Message], Reply] = on_message
+        self._context = context
+        self._on_open = on_open
+        self._on_pong = on_pong
+        self._on_request = on_request
+        self.subprotocols = tuple(subprotocols)
+        self.compression = compression
+        self.max_message_size = max_message_size
+        self.max_frame_size = max_frame_size
+        self.max_handshake_size = max_handshake_size
+        self._fast_enabled = fast_path
+        self._fast_limit = min(max_message_size, max_frame_size)
+
+        # The handshake object; dropped once OPEN (with h11 inside, it is ~2 KiB per
+        # connection that nothing needs any more).
+        self._ws: WSConnection | None = WSConnection(ConnectionType.SERVER)
+        self._conn: Connection | None = None
+        self._deflate: BoundedPerMessageDeflate | None = None
+        self._build_reply: Callable[[Any], bytes] = build_message
+        self._fast = False
+        self._head: bytearray | None = bytearray()
+        self._head_scan = 0
+        # Start of a frame kept from the previous read, and how long it must grow before it
+        # is worth parsing again (so a frame trickling in byte by byte costs linear time).
+        self._pending = bytearray()
+        self._pending_need = 0
+        self._cut_header = b""
+        self._wsp_left = 0
+        self._parts: list[Any] = []
+
+        #: True once the transport should be closed (after writing what is in ``out``).
+        self.closed = False
+        #: Close code received from the peer or sent on failure (1006: transport lost).
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        #: The handshake request, once received.
+        self.request: Request | None = None
+        #: The negotiated subprotocol, if any.
+        self.subprotocol: str | None = None
+
+    # -- public state --------------------------------------------------------------------
+
+    @property
+    def state(self) -> ConnectionState:
+        """wsproto's connection state (CONNECTING, OPEN, ..., CLOSED, REJECTING)."""
+        if self._conn is not None:
+            return self._conn.state
+        assert self._ws is not None
+        return self._ws.state
+
+    @property
+    def compression_active(self) -> bool:
+        """True when permessage-deflate was negotiated."""
+        return self._deflate is not None
+
+    # -- input ---------------------------------------------------------------------------
+
+    # The per-read entry point is the fast path itself; see _fastpath.receive.
+    receive = _fastpath_receive
+
+    def receive_eof(self) -> None:
+        """Tell the session that the peer closed the transport."""
+        if self.closed:
+            return
+        self.closed = True
+        self._fast = False
+        conn = self._conn
+        if conn is not None and conn.state is not _CLOSED:
+            conn.receive_data(None)
+            for event in conn.events():
+                if isinstance(event, CloseConnection) and self.close_code is None:
+                    self.close_code = event.code
+                    self.close_reason = event.reason
+
+    # -- output --------------------------------------------------------------------------
+
+    def send_text(self, text: str) -> bytes:
+        """Frame a text message; returns b"" unless the session is OPEN."""
+        conn = self._conn
+        if conn is None or conn.state is not _OPEN:
+            return b""
+        if self._deflate is None:
+            return build_text(text)
+        return conn.send(TextMessage(data=text))
+
+    def send_binary(self, data: bytes | bytearray | memoryview) -> bytes:
+        """Frame a binary message; returns b"" unless the session is OPEN."""
+        conn = self._conn
+        if conn is None or conn.state is not _OPEN:
+            return b""
+        if self._deflate is None:
+            return build_binary(data)
+        return conn.send(BytesMessage(data=bytes(data)))
+
+    def send(self, message: str | bytes | bytearray | memoryview) -> bytes:
+        """Frame *message* as text if it is a ``str``, else as binary."""
+        if isinstance(message, str):
+            return self.send_text(message)
+        return self.send_binary(message)
+
+    def ping(self, payload: bytes = b"") -> bytes:
+        """Frame a ping (at most 125 bytes of payload); b"" unless OPEN."""
+        conn = self._conn
+        if conn is None or conn.state is not _OPEN:
+            return b""
+        if len(payload) > 125:
+            raise ValueError("ping payload larger than 125 bytes")
+        return conn.send(Ping(payload=bytes(payload)))
+
+    def close(self, code: int = 1000, reason: str = "") -> bytes:
+        """Start the closing handshake; returns the close frame (b"" if not OPEN).
+
+        The session then waits for the peer's close frame, after which :attr:`closed`
+        becomes true. Before the handshake completes, this only sets :attr:`closed`.
+        """
+        conn = self._conn
+        self._fast = False
+        if conn is None:
+            self.closed = True
+            return b""
+        if conn.state is not _OPEN:
+            return b""
+        return conn.send(CloseConnection(code=code, reason=reason or None))
+
+    # -- handshake -----------------------------------------------------------------------
+
+    def _receive_head(self, data: bytes | bytearray | memoryview, out: list[bytes]) -> bytes:
+        """Collect the request head; once complete, answer it. Returns the bytes after it."""
+        head = self._head
+        assert head is not None
+        head += data
+        if not head:
+            return b""
+        if head[0] not in _METHOD_START:  # not HTTP at all (e.g. a TLS hello): fail now
+            self._refuse(out, RejectConnection(status_code=400))
+            return b""
+        match = _HEAD_END.search(head, self._head_scan)
+        if match is None:
+            if len(head) > self.max_handshake_size:
+                self._refuse(out, RejectConnection(status_code=431))
+            else:
+                self._head_scan = max(0, len(head) - 2)
+            return b""
+        end = match.end()
+        if end > self.max_handshake_size:
+            self._refuse(out, RejectConnection(status_code=431))
+            return b""
+        request_bytes = bytes(head[:end])
+        rest = bytes(head[end:])
+        self._head = None
+        self._handshake(request_bytes, out)
+        return rest
+
+    def _handshake(self, request_bytes: bytes, out: list[bytes]) -> None:
+        ws = self._ws
+        assert ws is not None
+        request: Request | None = None
+        try:
+            # The whole head at once: h11 then never applies its own incomplete-head limit,
+            # and nothing after the head lands in h11's buffer (wsproto would drop it).
+            ws.receive_data(request_bytes)
+            for event in ws.events():
+                if isinstance(event, Request):
+                    request = event
+        except RemoteProtocolError as exc:
+            hint = exc.event_hint
+            self._refuse(out, hint if isinstance(hint, RejectConnection) else None)
+            return
+        except (UnicodeError, ValueError):  # e.g. an IDNA-invalid Host header
+            self._refuse(out, None)
+            return
+        if request is None or not _valid_key(request):
+            self._refuse(out, None)
+            return
+        self.request = request
+
+        decision: Accept | Reject | None = None
+        if self._on_request is not None:
+            try:
+                decision = self._on_request(request)
+            except BaseException:
+                self._refuse(out, RejectConnection(status_code=500))
+                raise
+        if isinstance(decision, Reject):
+            self._reject(out, decision)
+            return
+
+        extra_headers: list[tuple[bytes, bytes]] = []
+        if isinstance(decision, Accept):
+            subprotocol = decision.subprotocol
+            if subprotocol is not None and subprotocol not in request.subprotocols:
+                self._refuse(out, RejectConnection(status_code=500))
+                raise ValueError(f"on_request chose subprotocol {subprotocol!r}, not offered")
+            extra_headers = _encode_headers(decision.headers)
+        else:
+            subprotocol = next((p for p in request.subprotocols if p in self.subprotocols), None)
+
+        deflate: BoundedPerMessageDeflate | None = None
+        extensions: list[Any] = []
+        config = self.compression
+        if config is not None:
+            deflate = BoundedPerMessageDeflate(
+                self.max_message_size,
+                client_no_context_takeover=config.client_no_context_takeover,
+                server_no_context_takeover=config.server_no_context_takeover,
+                client_max_window_bits=config.client_max_window_bits,
+                server_max_window_bits=config.server_max_window_bits,
+                compress_level=config.compress_level,
+                mem_level=config.mem_level,
+            )
+            extensions.append(deflate)
+        # After deflate, so that its payload hook counts inflated bytes.
+        extensions.append(MessageLimits(self.max_message_size, self.max_frame_size))
+
+        out.append(
+            ws.send(
+                AcceptConnection(
+                    subprotocol=subprotocol,
+                    extensions=extensions,
+                    extra_headers=extra_headers,
+                )
+            )
+        )
+        conn = ws.connection
+        assert conn is not None
+        self._conn = conn
+        self._ws = None
+        self.subprotocol = subprotocol
+        if deflate is not None and deflate.enabled():
+            self._deflate = deflate
+            self._build_reply = self._build_compressed
+        self._fast = self._fast_enabled
+        if self._on_open is not None:
+            self._on_open(self._context)
+
+    def _refuse(self, out: list[bytes], event: RejectConnection | None) -> None:
+        """Answer a bad or refused request with an HTTP error and ask for the close."""
+        self.closed = True
+        self._head = None
+        if event is None:
+            event = RejectConnection(status_code=400)
+        headers = [*event.headers, (b"connection", b"close")]
+        try:
+            assert self._ws is not None
+            out.append(
+                self._ws.send(RejectConnection(status_code=event.status_code, headers=headers))
+            )
+        except Exception:  # h11 refuses to respond in some error states; answer by hand
+            out.append(_plain_response(event.status_code))
+
+    def _reject(self, out: list[bytes], reject: Reject) -> None:
+        self.closed = True
+        ws = self._ws
+        assert ws is not None
+        headers = _encode_headers(reject.headers)
+        headers.append((b"connection", b"close"))
+        if not reject.body:
+            out.append(ws.send(RejectConnection(status_code=reject.status, headers=headers)))
+            return
+        headers.append((b"content-length", b"%d" % len(reject.body)))
+        out.append(
+            ws.send(RejectConnection(status_code=reject.status, headers=headers, has_body=True))
+            + ws.send(RejectData(data=reject.body, body_finished=True))
+        )
+
+    # -- frames --------------------------------------------------------------------------
+
+    def _slow_path(
+        self, data: bytes | bytearray | memoryview, pos: int, out: list[bytes], stopped: bool
+    ) -> tuple[bytes | bytearray | memoryview, int]:
+        """Everything :func:`~gev_websocket._fastpath.receive` does not do itself.
+
+        Handles the handshake, bytes kept from the previous read, and frames that go to
+        wsproto (fed one frame at a time). Returns ``(data, pos)``: where the fast path can
+        resume (``data`` may be a new buffer), or ``pos == len(data)`` when all is consumed.
+        *stopped* means the fast path stopped at the frame at ``data[pos]`` and that frame
+        must be dealt with here.
+        """
+        if self.closed:
+            return data, len(data)
+        if self._conn is None:
+            data = self._receive_head(data[pos:] if pos else data, out)
+            pos = 0
+            if self.closed or self._conn is None:
+                return data, len(data)
+        if self._pending:
+            pending = self._pending
+            pending += data[pos:]
+            if len(pending) < self._pending_need:
+                return data, len(data)
+            data = pending
+            pos = 0
+            self._pending = bytearray()
+            if self._fast:
+                return data, 0
+        end = len(data)
+        if not self._fast_enabled:
+            if pos < end:
+                self._feed(data[pos:] if pos else data, out)
+            return data, end
+        if self._cut_header:
+            # wsproto holds the start of a frame header; learn where that frame ends.
+            head = self._cut_header + bytes(data[pos : pos + 14])
+            header, size = _frame_extent(head, 0, len(head))
+            if header < 0:
+                self._cut_header += bytes(data[pos:])
+                self._feed(data[pos:], out)
+                return data, end
+            self._wsp_left = header + size - len(self._cut_header)
+            self._cut_header = b""
+        while pos < end and not self.closed:
+            owed = self._wsp_left
+            if owed:
+                # wsproto is inside a frame: give it exactly the rest of that frame, so the
+                # fast path can take over again at the next frame boundary.
+                stop = min(end, pos + owed)
+                self._wsp_left = owed - (stop - pos)
+                self._feed(data[pos:stop], out)
+                pos = stop
+                if not self._wsp_left and not self._parts and not self.closed:
+                    conn = self._conn
+                    assert conn is not None
+                    self._fast = wsproto_idle(conn)
+                continue
+            if self._fast:
+                if not stopped:
+                    return data, pos
+                stopped = False
+                need = _can_wait(data, pos, end, self._fast_limit)
+                if need:
+                    # The fast path will take this frame once the rest arrives, and wsproto
+                    # would emit nothing for these bytes yet: keep them.
+                    self._pending = bytearray(data[pos:])
+                    self._pending_need = need
+                    return data, end
+            self._fast = False
+            header, size = _frame_extent(data, pos, end)
+            if header < 0:
+                # Feed the cut header now (wsproto may already reject it, e.g. for its RSV
+                # bits) and keep a copy to find the frame's end once the rest arrives.
+                self._cut_header = bytes(data[pos:])
+                self._feed(data[pos:], out)
+                return data, end
+            self._wsp_left = header + size
+        return data, end
+
+    def _feed(self, chunk: bytes | bytearray | memoryview, out: list[bytes]) -> None:
+        conn = self._conn
+        assert conn is not None
+        conn.receive_data(chunk)  # type: ignore[arg-type]  # wsproto copies into its buffer
+        for event in conn.events():
+            self._dispatch(conn, event, out)
+            if self.closed:
+                break
+
+    def _dispatch(self, conn: Connection, event: Event, out: list[bytes]) -> None:
+        kind = type(event)
+        if kind is BytesMessage or kind is TextMessage:
+            assert isinstance(event, (BytesMessage, TextMessage))
+            parts = self._parts
+            data = event.data
+            if event.message_finished:
+                message: Message
+                if parts:
+                    parts.append(data)
+                    message = "".join(parts) if isinstance(data, str) else b"".join(parts)
+                    self._parts = []
+                else:
+                    message = data if isinstance(data, str) else bytes(data)
+                reply = self._on_message(self._context, message)
+                if reply is not None and conn.state is _OPEN:
+                    out.append(self._build_reply(reply))
+            elif data:
+                parts.append(data)
+        elif kind is Ping:
+            assert isinstance(event, Ping)
+            if conn.state is _OPEN:
+                out.append(conn.send(event.response()))
+        elif kind is Pong:
+            assert isinstance(event, Pong)
+            if self._on_pong is not None:
+                self._on_pong(self._context, event.payload)
+        elif kind is CloseConnection:
+            assert isinstance(event, CloseConnection)
+            self._close_event(conn, event, out)
+
+    def _close_event(self, conn: Connection, event: CloseConnection, out: list[bytes]) -> None:
+        state = conn.state
+        reason = event.reason
+        if state is _REMOTE_CLOSING:
+            # The peer started the closing handshake: echo its code (RFC 6455 5.5.1); the
+            # server then closes the TCP connection first (7.1.1).
+            out.append(conn.send(event.response()))
+        elif state is _OPEN:
+            # wsproto failed the connection (a ParseFailed): send the close frame ourselves.
+            if reason == "error in extension":
+                reason = _EXTENSION_REASONS.get(event.code, reason)
+            out.append(conn.send(CloseConnection(code=event.code, reason=reason)))
+        # else LOCAL_CLOSING/CLOSED: this is the answer to our own close frame.
+        self.close_code = event.code
+        self.close_reason = reason
+        self.closed = True
+        self._fast = False
+
+    def _build_compressed(self, reply: Any) -> bytes:
+        conn = self._conn
+        assert conn is not None
+        if isinstance(reply, str):
+            return conn.send(TextMessage(data=reply))
+        return conn.send(BytesMessage(data=bytes(reply)))
+
+
+def _valid_key(request: Request) -> bool:
+    """RFC 6455 4.2.1: Sec-WebSocket-Key must be a base64-encoded 16-byte value.
+
+    wsproto only checks that the header is present.
+    """
+    for name, value in request.extra_headers:
+        if name == b"sec-websocket-key":
+            try:
+                return len(base64.b64decode(value, validate=True)) == 16
+            except (binascii.Error, ValueError):
+                return False
+    return False
