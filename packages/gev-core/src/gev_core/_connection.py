@@ -252,13 +252,15 @@ class Connection:
         if ev & WRITE:
             self._on_writable()
         if ev & READ:
-            if self._state == OPEN and not self._paused:
-                self._on_readable()
+            self._on_readable()
         elif ev & ERROR and self._state != CLOSED and not ev & WRITE:
             # Hang-up or error with nothing readable: nobody will ever take our output.
             self._abort(None)
 
     def _on_readable(self) -> None:
+        # The loop calls this directly for a plain READ event: check what _on_event would have.
+        if self._state != OPEN or self._paused:
+            return
         loop = self._loop
         fd = self._fd
         try:
@@ -316,7 +318,9 @@ class Connection:
             out.clear()
             if self._state != CLOSED:
                 self._write(data)
-        self._refresh_fast()
+        if self.protocol is loop._fast_protocol:
+            # Only a connection of the default protocol can get back on the inline path.
+            self._refresh_fast()
 
     def _on_eof(self) -> None:
         # The peer will send nothing more; flush what we owe it, then close.

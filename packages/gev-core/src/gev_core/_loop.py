@@ -273,7 +273,10 @@ class EventLoop:
                 if c is None:
                     self._on_internal(fd, ev)
                     continue
-                if ev == READ_ and c._fast:
+                if ev == READ_:
+                    if not c._fast:
+                        c._on_readable()
+                        continue
                     try:
                         data = read(fd, 65536)
                     except (BlockingIOError, InterruptedError):
