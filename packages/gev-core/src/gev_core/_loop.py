@@ -473,6 +473,3 @@ class EventLoop:
                 logger.exception("failed to close %r", conn)
         self._poller.close()
         self._waker.close()
-
-
-assert OPEN == 0
