@@ -1,6 +1,8 @@
 """Instructions per echoed message, counted by callgrind: a noise-free complement to run.py.
 
     python bench/callgrind_echo.py [--servers gev,uvloop,bare-python] [--conns 50] [--size 64]
+    python bench/callgrind_echo.py --mode pbframe --servers gev-pb,uvloop
+    python bench/callgrind_echo.py --mode ws --servers gev-ws,picows --size 4096
 
 Wall-clock numbers on a shared 2-core machine swing by +-30 %; instruction counts do not. Each
 server runs under ``valgrind --tool=callgrind`` twice, driven by bench's native loadgen for a
@@ -30,6 +32,11 @@ SERVERS = {
     "uvloop": ["{python}", str(BENCH / "servers" / "uvloop_echo.py"), "--port", "{port}"],
     "asyncio": ["{python}", str(BENCH / "servers" / "asyncio_echo.py"), "--port", "{port}"],
     "bare-python": ["{python}", str(BENCH / "servers" / "bare_epoll_echo.py"), "--port", "{port}"],
+    # Framed servers: run them with the loadgen --mode they speak (pbframe, ws).
+    "gev-pb": ["{python}", str(ROOT / "examples" / "protobuf_echo.py"), "--port", "{port}"],
+    "gev-ws": ["{python}", str(ROOT / "examples" / "websocket_echo.py"), "--port", "{port}"],
+    "picows": ["{python}", str(BENCH / "servers" / "picows_echo.py"), "--port", "{port}"],
+    "websockets": ["{python}", str(BENCH / "servers" / "websockets_echo.py"), "--port", "{port}"],
 }
 
 
@@ -47,7 +54,9 @@ def build_loadgen() -> Path:
     return out
 
 
-def one_run(name: str, python: str, seconds: float, conns: int, size: int) -> tuple[int, int]:
+def one_run(
+    name: str, python: str, seconds: float, conns: int, size: int, mode: str
+) -> tuple[int, int]:
     port = free_port()
     cmd = [a.format(python=python, port=port) for a in SERVERS[name]]
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,6 +91,8 @@ def one_run(name: str, python: str, seconds: float, conns: int, size: int) -> tu
                     str(conns),
                     "--size",
                     str(size),
+                    "--mode",
+                    mode,
                     "--duration",
                     str(seconds),
                     "--warmup",
@@ -113,21 +124,23 @@ def main() -> None:
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--conns", type=int, default=50)
     ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--mode", default="raw", help="loadgen mode: raw, pbframe or ws")
+    ap.add_argument("--baseline", default="uvloop", help="server the others are compared with")
     ap.add_argument("--short", type=float, default=2.0)
     ap.add_argument("--long", type=float, default=6.0)
     args = ap.parse_args()
     rows = []
     for name in args.servers.split(","):
-        ir1, m1 = one_run(name, args.python, args.short, args.conns, args.size)
-        ir2, m2 = one_run(name, args.python, args.long, args.conns, args.size)
+        ir1, m1 = one_run(name, args.python, args.short, args.conns, args.size, args.mode)
+        ir2, m2 = one_run(name, args.python, args.long, args.conns, args.size, args.mode)
         per = (ir2 - ir1) / max(1, m2 - m1)
         rows.append((name, per, m1, m2))
         print(f"{name:12s} {per:10.0f} instructions/msg  ({m1} and {m2} messages)", flush=True)
-    base = next((r[1] for r in rows if r[0] == "uvloop"), None)
+    base = next((r[1] for r in rows if r[0] == args.baseline), None)
     if base:
         print()
         for name, per, *_ in rows:
-            print(f"{name:12s} {per / base:5.2f}x uvloop's instructions per message")
+            print(f"{name:12s} {per / base:5.2f}x {args.baseline}'s instructions per message")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import time
 
 import pytest
 from gev_core import (
@@ -225,3 +226,83 @@ def test_unparsed_input_is_capped(caplog):
         except ConnectionResetError:
             pass  # closed with our unread bytes still queued: the kernel sends RST
     assert any("exceed max_read_buffer 65536" in r.getMessage() for r in caplog.records)
+
+
+# ---------------------------------------------------------------------------- direct read path
+
+
+class Recording(Protocol):
+    """Two-byte-length frames; records the type of every ``data`` the reactor hands over."""
+
+    name = "recording"
+
+    def __init__(self, accepts_bytes: bool) -> None:
+        self.accepts_bytes = accepts_bytes  # type: ignore[misc]
+        self.seen: list[type] = []
+
+    def receive(self, conn, data, out):
+        self.seen.append(type(data))
+        pos = 0
+        while len(data) - pos >= 2:
+            (n,) = struct.unpack_from(">H", data, pos)
+            if len(data) - pos - 2 < n:
+                break
+            body = bytes(data[pos + 2 : pos + 2 + n])
+            if body == b"boom":
+                raise ProtocolError("boom frame")
+            if body == b"crash":
+                raise RuntimeError("handler bug")
+            out.append(data[pos : pos + 2 + n])
+            pos += 2 + n
+        return pos
+
+
+@pytest.mark.parametrize("accepts_bytes", [True, False])
+def test_read_path_hands_bytes_only_to_protocols_that_accept_them(accepts_bytes):
+    proto = Recording(accepts_bytes)
+    msg = struct.pack(">H", 3) + b"abc"
+    with serve(Handler(), protocol=proto) as server, connect(server) as sock:
+        sock.sendall(msg)
+        assert recv_exactly(sock, 5) == msg
+        sock.sendall(msg[:3])  # a cut frame: the tail waits in the ring buffer
+        time.sleep(0.05)
+        sock.sendall(msg[3:])
+        assert recv_exactly(sock, 5) == msg
+        sock.sendall(msg)  # nothing left over again: back on the direct path
+        assert recv_exactly(sock, 5) == msg
+    first, *_, last = proto.seen
+    if accepts_bytes:
+        assert first is bytes and last is bytes
+        assert memoryview in proto.seen  # the read that completed the cut frame
+    else:
+        assert set(proto.seen) == {memoryview}
+
+
+@pytest.mark.parametrize("body", [b"boom", b"crash"])
+def test_direct_path_errors_close_only_that_connection(caplog, body):
+    caplog.set_level(logging.WARNING, logger="gev")
+    proto = Recording(accepts_bytes=True)
+    ok = struct.pack(">H", 2) + b"ok"
+    with (
+        serve(Handler(), protocol=proto) as server,
+        connect(server) as good,
+        connect(server) as bad,
+    ):
+        bad.sendall(ok + struct.pack(">H", len(body)) + body)
+        got = b""
+        try:
+            while chunk := bad.recv(100):
+                got += chunk
+        except ConnectionResetError:
+            pass
+        # Closed; the reply to the good frame is dropped with the connection when both frames
+        # came in one read (they were sent in one write, so nearly always).
+        assert got in (b"", ok)
+        good.sendall(ok)
+        assert recv_exactly(good, 4) == ok
+    messages = [r.getMessage() for r in caplog.records]
+    if body == b"boom":
+        assert any("boom frame" in m for m in messages)
+    else:
+        assert any("protocol or handler failed" in m for m in messages)
+        assert any(r.exc_info and "handler bug" in str(r.exc_info[1]) for r in caplog.records)

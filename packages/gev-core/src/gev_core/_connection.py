@@ -7,9 +7,10 @@ Rules of this file:
   thread: off the loop they are queued to it (one wake-up per batch); on the loop, while the loop is
   dispatching a batch of I/O events, they are deferred to the end of that batch, which is what makes
   a reply returned from ``on_message`` leave before anything ``send`` was asked to send inside it.
-* The common case -- no unparsed input, no pending output, the default protocol -- never reaches
-  this file: the loop reads, calls the handler and writes inline (``_fast`` says when it may).
-  Everything here is the uncommon case: leftovers, backlogs, backpressure, shutdown and close.
+* The common case -- no unparsed input, no pending output -- never reaches this file: the loop
+  reads, calls the handler (``_fast``: the default protocol) or the protocol's ``receive``
+  (``_direct``: a protocol that accepts ``bytes``) and writes inline. Everything here is the
+  uncommon case: leftovers, backlogs, backpressure, other protocols, shutdown and close.
 * Buffered sizes are O(1) to read: both buffers are ring buffers with their own length.
 """
 
@@ -49,6 +50,7 @@ class Connection:
     __slots__ = (
         "__weakref__",
         "_addr",
+        "_direct",
         "_fast",
         "_fd",
         "_in",
@@ -57,12 +59,12 @@ class Connection:
         "_mask",
         "_out",
         "_paused",
+        "_protocol",
         "_shut",
         "_state",
         "context",
         "handler",
         "last_active",
-        "protocol",
         "state",
     )
 
@@ -78,8 +80,7 @@ class Connection:
         self._addr = addr
         self._loop = loop
         self.handler = handler
-        #: The frame codec serving this connection (a plugin may swap it on the first bytes).
-        self.protocol = protocol
+        self._protocol = protocol
         #: Per-connection state owned by the protocol (e.g. a WebSocket session).
         self.state: Any = None
         #: Free for the application, like gev's ``Context()``; touch it on the loop thread.
@@ -93,13 +94,24 @@ class Connection:
         self._paused = False
         self._shut = False
         self._mask = _UNREGISTERED
-        self._fast = loop._fast_protocol is protocol
+        self._fast = fast = loop._fast_protocol is protocol
+        self._direct = not fast and getattr(protocol, "accepts_bytes", False) is True
 
     # ------------------------------------------------------------------ public, any thread
 
     @property
     def loop(self) -> EventLoop:
         return self._loop
+
+    @property
+    def protocol(self) -> Protocol:
+        """The frame codec serving this connection (a plugin may swap it on the first bytes)."""
+        return self._protocol
+
+    @protocol.setter
+    def protocol(self, protocol: Protocol) -> None:
+        self._protocol = protocol
+        self._refresh_fast()
 
     @property
     def connected(self) -> bool:
@@ -224,12 +236,12 @@ class Connection:
             loop.call_soon_threadsafe(fn, None)
 
     def _refresh_fast(self) -> None:
-        self._fast = (
-            self._state == OPEN
-            and self._in is None
-            and self._out is None
-            and self.protocol is self._loop._fast_protocol
-        )
+        # Which inline read path the loop may take: none while input is left over, output is
+        # backlogged or the connection is closing.
+        idle = self._state == OPEN and self._in is None and self._out is None
+        protocol = self._protocol
+        self._fast = fast = idle and protocol is self._loop._fast_protocol
+        self._direct = idle and not fast and getattr(protocol, "accepts_bytes", False) is True
 
     def _interest(self) -> int:
         mask = 0
@@ -280,7 +292,7 @@ class Connection:
             if inbuf is None:
                 view = loop._rview[:n]
                 try:
-                    consumed = self.protocol.receive(self, view, out)
+                    consumed = self._protocol.receive(self, view, out)
                     if consumed < n and self._state == OPEN:
                         inbuf = self._in = RingBuffer()
                         inbuf.write(view[consumed:])
@@ -297,30 +309,37 @@ class Connection:
                 chunk.release()
                 view = inbuf.linear_view()
                 try:
-                    consumed = self.protocol.receive(self, view, out)
+                    consumed = self._protocol.receive(self, view, out)
                 finally:
                     view.release()
                 inbuf.retrieve(consumed)
                 if not inbuf:
                     self._in = None
-        except ProtocolError as exc:
-            out.clear()
-            logger.warning("closing %r: %s", self, exc)
-            self._abort(None)
-            return
-        except Exception:
-            out.clear()
-            logger.exception("closing %r: protocol or handler failed", self)
-            self._abort(None)
+        except Exception as exc:
+            self._receive_failed(exc)
             return
         if out:
             data = out[0] if len(out) == 1 else b"".join(out)
             out.clear()
             if self._state != CLOSED:
                 self._write(data)
-        if self.protocol is loop._fast_protocol:
-            # Only a connection of the default protocol can get back on the inline path.
-            self._refresh_fast()
+        self._refresh_fast()
+
+    def _receive_failed(self, exc: Exception) -> None:
+        # Called from inside the except block, so logger.exception finds the traceback.
+        self._loop._out.clear()
+        if isinstance(exc, ProtocolError):
+            logger.warning("closing %r: %s", self, exc)
+        else:
+            logger.exception("closing %r: protocol or handler failed", self)
+        self._abort(None)
+
+    def _keep(self, data: bytes, consumed: int) -> None:
+        # The loop's direct path left part of a read unparsed: buffer it for the next read.
+        if self._state == OPEN:
+            inbuf = self._in = RingBuffer()
+            inbuf.write(memoryview(data)[consumed:])
+            self._direct = False
 
     def _on_eof(self) -> None:
         # The peer will send nothing more; flush what we owe it, then close.
@@ -347,7 +366,7 @@ class Connection:
         out = self._out
         if out is None:
             out = self._out = RingBuffer()
-            self._fast = False
+            self._fast = self._direct = False
         mv = memoryview(data)
         if mv.itemsize != 1 or mv.ndim != 1:
             mv = mv.cast("B")
@@ -424,7 +443,7 @@ class Connection:
             self._finalize(None)
             return
         self._state = CLOSING
-        self._fast = False
+        self._fast = self._direct = False
         self._update_interest()
 
     def _abort(self, exc: BaseException | None = None) -> None:
@@ -437,7 +456,7 @@ class Connection:
     def _finalize(self, exc: BaseException | None) -> None:
         loop = self._loop
         self._state = CLOSED
-        self._fast = False
+        self._fast = self._direct = False
         self._in = None
         self._out = None
         fd = self._fd
@@ -450,9 +469,9 @@ class Connection:
         except OSError:
             pass
         try:
-            self.protocol.connection_lost(self)
+            self._protocol.connection_lost(self)
         except Exception:
-            logger.exception("protocol %r failed in connection_lost for %r", self.protocol, self)
+            logger.exception("protocol %r failed in connection_lost for %r", self._protocol, self)
         loop._connection_closed(self)
 
 

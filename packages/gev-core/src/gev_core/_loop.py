@@ -256,6 +256,7 @@ class EventLoop:
         on_message = self._on_message
         deferred = self._deferred
         tasks = self._tasks
+        out = self._out
         READ_ = READ
         now = self.now
         while self._running:
@@ -275,7 +276,45 @@ class EventLoop:
                     continue
                 if ev == READ_:
                     if not c._fast:
-                        c._on_readable()
+                        if not c._direct:
+                            c._on_readable()
+                            continue
+                        # A protocol that takes bytes, nothing left over or backlogged: read,
+                        # receive and write here too (what _on_readable does, minus its
+                        # generality; see Protocol.accepts_bytes).
+                        try:
+                            data = read(fd, 65536)
+                        except (BlockingIOError, InterruptedError):
+                            continue
+                        except OSError as exc:
+                            c._abort(exc)
+                            continue
+                        if not data:
+                            c._on_eof()
+                            continue
+                        c.last_active = now
+                        try:
+                            consumed = c._protocol.receive(c, data, out)
+                        except Exception as exc:
+                            c._receive_failed(exc)
+                            continue
+                        if consumed != len(data):
+                            c._keep(data, consumed)
+                        if out:
+                            reply = out[0] if len(out) == 1 else b"".join(out)
+                            out.clear()
+                            if c._out is None and c._state == OPEN:
+                                try:
+                                    n = write(fd, reply)
+                                except (BlockingIOError, InterruptedError):
+                                    n = 0
+                                except OSError as exc:
+                                    c._abort(exc)
+                                    continue
+                                if n != len(reply):
+                                    c._buffer(reply, n)
+                            elif c._state != CLOSED:
+                                c._write(reply)
                         continue
                     try:
                         data = read(fd, 65536)

@@ -47,6 +47,14 @@ class Protocol:
     #: The name this protocol is registered and selected under (``Server(protocol="name")``).
     name: ClassVar[str] = ""
 
+    #: True if :meth:`receive` also accepts ``bytes`` (not only a ``memoryview``). The loop then
+    #: reads a connection with nothing left over and nothing backlogged straight into a new
+    #: ``bytes`` object and calls ``receive`` inline, skipping its general read path -- about a
+    #: fifth less interpreter work per message for a small framed protocol. ``receive`` must
+    #: still accept a ``memoryview`` (input left over from an earlier read comes as one), so use
+    #: only what both types offer: ``len``, slicing, ``struct.unpack_from``, ``bytes(data)``.
+    accepts_bytes: ClassVar[bool] = False
+
     def connection_made(self, conn: Connection) -> None:
         """Called on the connection's loop before the handler's ``on_connect``."""
 
@@ -67,10 +75,11 @@ class Protocol:
         """Frame a reply (what ``on_message`` returned, or what was given to ``conn.send``)."""
         return data  # type: ignore[no-any-return]
 
-    def receive(self, conn: Connection, data: memoryview, out: list[Any]) -> int:
+    def receive(self, conn: Connection, data: bytes | memoryview, out: list[Any]) -> int:
         """Dispatch every complete frame in ``data``; return the number of bytes consumed.
 
-        ``data`` is valid only during the call (it may point into the loop's shared read buffer).
+        ``data`` is valid only during the call (it may point into the loop's shared read buffer);
+        a protocol that sets :attr:`accepts_bytes` is given ``bytes`` on the common path.
         For each frame call ``conn.handler.on_message(conn, ctx, payload)`` and append the packed
         reply, if not ``None``, to ``out``: the reactor sends everything in ``out`` with one write.
         Stop early once ``conn.closing`` is true. The default runs :meth:`unpack` over a zero-copy
@@ -103,8 +112,8 @@ class DefaultProtocol(Protocol):
         buffer.retrieve_all()
         return None, data
 
-    def receive(self, conn: Connection, data: memoryview, out: list[Any]) -> int:
-        reply = conn.handler.on_message(conn, None, data.tobytes())
+    def receive(self, conn: Connection, data: bytes | memoryview, out: list[Any]) -> int:
+        reply = conn.handler.on_message(conn, None, bytes(data))
         if reply is not None:
             out.append(reply)
         return len(data)
@@ -123,6 +132,7 @@ class LengthFieldProtocol(Protocol):
     """
 
     name = "length-field"
+    accepts_bytes = True
 
     def __init__(
         self,
@@ -145,7 +155,7 @@ class LengthFieldProtocol(Protocol):
     def _too_big(self, length: int) -> ProtocolError:
         return ProtocolError(f"frame length {length} exceeds max_frame_size {self.max_frame_size}")
 
-    def receive(self, conn: Connection, data: memoryview, out: list[Any]) -> int:
+    def receive(self, conn: Connection, data: bytes | memoryview, out: list[Any]) -> int:
         unpack_from = self._header.unpack_from
         hsize = self.header_size
         limit = self.max_frame_size
@@ -160,7 +170,7 @@ class LengthFieldProtocol(Protocol):
             stop = pos + hsize + length
             if stop > end:
                 break
-            reply = on_message(conn, None, data[pos + hsize : stop].tobytes())
+            reply = on_message(conn, None, bytes(data[pos + hsize : stop]))
             pos = stop
             if reply is not None:
                 out.append(pack(conn, reply))
@@ -200,6 +210,7 @@ class LineProtocol(Protocol):
     """
 
     name = "line"
+    accepts_bytes = True
 
     def __init__(
         self,
@@ -214,8 +225,9 @@ class LineProtocol(Protocol):
         self.append_delimiter = append_delimiter
         self._strip_cr = self.delimiter == b"\n"
 
-    def receive(self, conn: Connection, data: memoryview, out: list[Any]) -> int:
-        raw = data.tobytes()  # bytes.find runs in C; one copy per read, not per line
+    def receive(self, conn: Connection, data: bytes | memoryview, out: list[Any]) -> int:
+        # bytes.find runs in C: one copy of a view per read, not per line.
+        raw = data if type(data) is bytes else bytes(data)
         delim = self.delimiter
         dlen = len(delim)
         on_message = conn.handler.on_message

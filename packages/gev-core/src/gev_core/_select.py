@@ -33,8 +33,8 @@ class SelectingProtocol(Protocol):
         self.fallback = protocols[-1]
         self._select = select_hook
 
-    def receive(self, conn: Connection, data: memoryview, out: list[Any]) -> int:
-        head = data[:SNIFF_BYTES].tobytes()
+    def receive(self, conn: Connection, data: bytes | memoryview, out: list[Any]) -> int:
+        head = bytes(data[:SNIFF_BYTES])
         answer = self._select(connection=conn, data=head, candidates=list(self.candidates))
         if answer == NEED_MORE_DATA:
             if len(head) < SNIFF_BYTES:

@@ -138,7 +138,9 @@ def feed(
 ) -> tuple[list[tuple[Any, Any]], bytes]:
     """Push ``chunks`` through ``protocol`` the way the reactor would; no sockets.
 
-    Unconsumed bytes are carried over to the next chunk exactly as the reactor's ring buffer does.
+    Unconsumed bytes are carried over to the next chunk exactly as the reactor's ring buffer does,
+    and ``receive`` gets what the reactor would give it: ``bytes`` when nothing is carried over
+    and the protocol sets ``accepts_bytes``, a ``memoryview`` otherwise.
     ``reply(conn, ctx, data)`` plays the handler's ``on_message``. Returns the messages the handler
     saw and every byte the protocol produced (replies and raw writes).
     """
@@ -147,9 +149,13 @@ def feed(
     protocol.connection_made(conn)  # type: ignore[arg-type]
     pending = b""
     out: list[Any] = []
+    takes_bytes = getattr(protocol, "accepts_bytes", False) is True
     for chunk in chunks:
+        data: bytes | memoryview = (
+            bytes(chunk) if takes_bytes and not pending else memoryview(pending + chunk)
+        )
         pending += chunk
-        consumed = protocol.receive(conn, memoryview(pending), out)  # type: ignore[arg-type]
+        consumed = protocol.receive(conn, data, out)  # type: ignore[arg-type]
         pending = pending[consumed:]
         for item in out:
             conn.written += item

@@ -79,6 +79,7 @@ class ProtobufProtocol(Protocol):
     """
 
     name = "protobuf"
+    accepts_bytes = True
 
     def __init__(
         self,
@@ -150,7 +151,7 @@ class ProtobufProtocol(Protocol):
 
     # ------------------------------------------------------------------ receiving
 
-    def receive(self, conn: Connection, data: memoryview, out: list[Any]) -> int:
+    def receive(self, conn: Connection, data: bytes | memoryview, out: list[Any]) -> int:
         # A request-reply peer sends one frame and waits, so most reads hold exactly one
         # complete frame. That case is parsed here without scan_frames' list and tuples, and
         # a (type_name, bytes) reply is framed without a call to pack: about 30 % fewer
@@ -167,7 +168,7 @@ class ProtobufProtocol(Protocol):
                 and length <= self.max_frame_size
                 and self.registry is None
             ):
-                buf = data.tobytes()
+                buf = data if type(data) is bytes else bytes(data)
                 name_end = 6 + type_len
                 # Names are cached once decoded and validated; a miss takes the long way.
                 name = _decoded_name(buf[6:name_end])
@@ -186,7 +187,7 @@ class ProtobufProtocol(Protocol):
                     return size
         return self._receive_frames(conn, data, out)
 
-    def _receive_frames(self, conn: Connection, data: memoryview, out: list[Any]) -> int:
+    def _receive_frames(self, conn: Connection, data: bytes | memoryview, out: list[Any]) -> int:
         try:
             frames, consumed = scan_frames(data, self.max_frame_size)
         except FrameError as exc:

@@ -196,6 +196,7 @@ class WebSocketProtocol(Protocol):
     """
 
     name: ClassVar[str] = "websocket"
+    accepts_bytes: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -308,7 +309,7 @@ class WebSocketProtocol(Protocol):
         if isinstance(session, WebSocketSession):
             session.receive_eof()
 
-    def receive(self, conn: Connection, data: memoryview, out: list[Any]) -> int:
+    def receive(self, conn: Connection, data: bytes | memoryview, out: list[Any]) -> int:
         session: _Session = conn.state
         if session.lingering:
             return len(data)
