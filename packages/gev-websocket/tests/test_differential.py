@@ -14,6 +14,7 @@ import random
 import zlib
 from typing import Any
 
+import pytest
 from gev_websocket import Deflate, WebSocketSession, build_binary, build_text
 from gev_websocket.testing import (
     BINARY,
@@ -32,6 +33,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import BytesMessage, TextMessage
+
+# Every test here runs with the native unmask and with the pure-Python one.
+pytestmark = pytest.mark.usefixtures("unmasker")
 
 # GEV_WS_DIFF_EXAMPLES=5000 for a deep run; the default keeps the suite fast.
 SETTINGS = settings(

@@ -13,6 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from wsproto.connection import Connection
 
+# Every test here runs with the native unmask and with the pure-Python one.
+pytestmark = pytest.mark.usefixtures("unmasker")
+
 SIZES = [
     0,
     1,

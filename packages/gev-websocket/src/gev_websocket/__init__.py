@@ -9,7 +9,7 @@ Underneath, :class:`WebSocketSession` is the sans-IO per-connection engine.
 from __future__ import annotations
 
 from .__about__ import __version__
-from ._fastpath import build_binary, build_message, build_text, unmask
+from ._fastpath import NATIVE_UNMASK, build_binary, build_message, build_text, unmask
 from ._protocol import (
     MessageType,
     Upgrader,
@@ -25,6 +25,7 @@ from ._protocol import (
 from ._session import Accept, Deflate, Reject, WebSocketSession
 
 __all__ = [
+    "NATIVE_UNMASK",
     "Accept",
     "Deflate",
     "MessageType",

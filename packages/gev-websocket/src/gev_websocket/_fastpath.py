@@ -31,12 +31,15 @@ have alone. A fast-path frame cut by the end of a read is kept for the next read
 fed those bytes, would emit nothing yet (see ``_session._can_wait``).
 ``tests/test_differential.py`` checks the equivalence on random byte streams.
 
-**Unmasking.** For small payloads one big-int XOR against the key repeated to the payload's
-length (``int.from_bytes``/``to_bytes``, like websockets' pure-Python ``apply_mask``) beats
-everything else; the repeated key is ``key * (1 + 2**32 + 2**64 + ...)``, with those
-repunit multipliers cached per length. For large payloads four ``bytes.translate`` passes
-over the strided slices (wsproto's technique) win, because their cost is memory bandwidth
-rather than big-int arithmetic. ``benchmarks/session.py`` measures the crossover.
+**Unmasking.** Pure Python costs about 2 ns per byte at best, which at 4 KiB is most of a
+message's cost, so a native XOR is used when one is importable: the ``apply_mask`` of the
+websockets library's C ``speedups`` module (``pip install "gev-websocket[speedups]"``), about
+0.1 ns per byte plus a call. Without it: for small payloads one big-int XOR against the key
+repeated to the payload's length (``int.from_bytes``/``to_bytes``, like websockets'
+pure-Python ``apply_mask``); the repeated key is ``key * (1 + 2**32 + 2**64 + ...)``, with
+those repunit multipliers cached per length. For large payloads four ``bytes.translate``
+passes over the strided slices (wsproto's technique) win, because their cost is memory
+bandwidth rather than big-int arithmetic. ``benchmarks/session.py --mask`` measures all three.
 
 **Building.** Server frames are unmasked, so an outgoing data frame is a 2, 4 or 10-byte
 header followed by the payload; :func:`build_binary` and :func:`build_text` produce
@@ -46,12 +49,14 @@ byte-for-byte what ``wsproto.Connection.send(Message(...))`` produces without ex
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._session import WebSocketSession
 
 __all__ = [
+    "NATIVE_UNMASK",
     "build_binary",
     "build_message",
     "build_text",
@@ -89,6 +94,16 @@ del _k
 
 _XOR_TABLES = [bytes(a ^ b for a in range(256)) for b in range(256)]
 
+_NativeMask = Callable[[Any, Any], bytes]
+_apply_mask: _NativeMask | None
+try:
+    from websockets.speedups import apply_mask as _apply_mask
+except ImportError:  # not installed, or installed without its C extension
+    _apply_mask = None
+
+#: Whether :func:`unmask` and the fast path use a native XOR (see the module docstring).
+NATIVE_UNMASK = _apply_mask is not None
+
 
 def _unmask_translate(payload: bytes | bytearray | memoryview, key: int) -> bytes:
     buf = bytearray(payload)
@@ -105,6 +120,9 @@ def unmask(payload: bytes | bytearray | memoryview, key: int) -> bytes:
 
     Masking is an involution, so this also masks.
     """
+    native = _apply_mask
+    if native is not None:
+        return native(payload, key.to_bytes(4, "big"))
     n = len(payload)
     if n > INT_UNMASK_MAX:
         return _unmask_translate(payload, key)
@@ -186,7 +204,10 @@ def receive(self: WebSocketSession, data: bytes | bytearray | memoryview, out: l
             # The limit is below 2**63, so this also refuses a 64-bit length with its top
             # bit set; start > end flags a cut or non-minimal header.
             if stop <= end and n <= self._fast_limit:
-                if n <= INT_UNMASK_MAX:
+                native = _apply_mask
+                if native is not None:
+                    payload = native(data[start:stop], data[start - 4 : start])
+                elif n <= INT_UNMASK_MAX:
                     k = (n + 3) >> 2
                     key *= _REPUNIT[k] or _repunit(k)
                     if n & 3:
