@@ -23,6 +23,7 @@ cannot be framed) stay what they are and are logged with their traceback.
 from __future__ import annotations
 
 import codecs
+import struct
 from typing import TYPE_CHECKING, Any
 
 from gev_core import NEED_MORE_DATA, Protocol, ProtocolError
@@ -94,8 +95,21 @@ class ProtobufProtocol(Protocol):
             )
         if registry is not None and not isinstance(registry, MessageRegistry):
             raise TypeError(f"registry must be a MessageRegistry or None, not {registry!r}")
-        self.max_frame_size = max_frame_size
-        self.registry = registry
+        self._max_frame_size = max_frame_size
+        self._registry = registry
+        # receive()'s one-frame shortcut takes frames up to this length; -1 (none) with a
+        # registry, whose parsing lives on the general path. One compare instead of two.
+        self._shortcut_max = max_frame_size if registry is None else -1
+
+    @property
+    def max_frame_size(self) -> int:
+        """The largest length field accepted from the peer."""
+        return self._max_frame_size
+
+    @property
+    def registry(self) -> MessageRegistry | None:
+        """The registry payloads are parsed with, if any."""
+        return self._registry
 
     @classmethod
     def from_config(cls, config: Config) -> ProtobufProtocol:
@@ -162,12 +176,7 @@ class ProtobufProtocol(Protocol):
         size = len(data)
         if size > 5:
             length, type_len = _unpack_header(data, 0)
-            if (
-                length + 4 == size
-                and type_len <= length - 2
-                and length <= self.max_frame_size
-                and self.registry is None
-            ):
+            if length + 4 == size and length <= self._shortcut_max and type_len <= length - 2:
                 buf = data if type(data) is bytes else bytes(data)
                 name_end = 6 + type_len
                 # Names are cached once decoded and validated; a miss takes the long way.
@@ -178,9 +187,12 @@ class ProtobufProtocol(Protocol):
                         reply_name, payload = reply
                         block = _name_block(reply_name)
                         if block is not None and type(payload) is bytes:
-                            length = len(block) + len(payload)
-                            if length <= MAX_FRAME_LENGTH:
-                                out.append(_pack_u32(length) + block + payload)
+                            try:
+                                head = _pack_u32(len(block) + len(payload))
+                            except struct.error:
+                                pass  # over 4 GiB: pack() below raises the FrameError
+                            else:
+                                out.append(head + block + payload)
                                 return size
                     if reply is not None:
                         out.append(self.pack(conn, reply))
