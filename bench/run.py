@@ -666,8 +666,9 @@ def report_scenario(
     )
     sep = "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     if base:
-        hdr += f" msgs/s vs {baseline} | µs/msg vs {baseline} |"
-        sep += "---:|---:|"
+        hdr += f" msgs/s vs {baseline} | µs/msg vs {baseline} | paired vs {baseline} |"
+        sep += "---:|---:|---:|"
+        base_by_round = {r.round: r.msgs_per_sec for r in rows[baseline] if r.ok}
     out += [hdr, sep]
     flagged = False
     for s, rs in rows.items():
@@ -692,7 +693,17 @@ def report_scenario(
             f"{median([r.other_util for r in ok]) * 100:.0f}% |"
         )
         if base:
-            line += f" {ratio(m_rate, base[0])} | {ratio(m_us, base[1])} |"
+            # Median of the per-round ratios: each round runs the servers back to back, so
+            # this cancels the machine's slow drifts that the ratio of medians keeps.
+            paired = [
+                r.msgs_per_sec / base_by_round[r.round] for r in ok if base_by_round.get(r.round)
+            ]
+            line += (
+                f" {ratio(m_rate, base[0])} | {ratio(m_us, base[1])} |"
+                f" {median(paired):.2f}x ({min(paired):.2f}-{max(paired):.2f}) |"
+                if paired
+                else f" {ratio(m_rate, base[0])} | {ratio(m_us, base[1])} | - |"
+            )
         if len(ok) < len(rs):
             first_err = next(r.error for r in rs if not r.ok)[:60]
             line += f" ({len(rs) - len(ok)} failed run(s): {first_err})"
