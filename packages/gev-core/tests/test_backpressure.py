@@ -8,7 +8,8 @@ import socket
 import threading
 import time
 
-from gev_core import Handler
+import pytest
+from gev_core import Handler, LineProtocol
 from gev_core._loop import READ_BUFFER_SIZE
 from gev_core.testing import connect, recv_exactly, serve
 
@@ -27,18 +28,25 @@ def _thread_cpu_seconds(tid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def test_non_reading_client_is_bounded_and_does_not_spin():
-    with serve(Echo()) as server:
+# The default protocol's inline path, and a protocol that accepts bytes (the loop's direct
+# path): both must stop reading once output backs up.
+@pytest.mark.parametrize("protocol", [None, "line"])
+def test_non_reading_client_is_bounded_and_does_not_spin(protocol):
+    kwargs = {} if protocol is None else {"protocol": LineProtocol(max_line_length=1 << 20)}
+    with serve(Echo(), **kwargs) as server:
         greedy = connect(server)
         greedy.setblocking(False)
-        chunk = b"x" * 65536
-        sent = 0
+        chunk = b"x" * 65535 + b"\n"
+        sent = complete = 0
         deadline = time.monotonic() + 10
         stalled_since = None
         # Send until the kernel refuses more for a while: the server must have stopped reading.
         while time.monotonic() < deadline:
             try:
-                sent += greedy.send(chunk)
+                n = greedy.send(chunk)
+                sent += n
+                if n == len(chunk):
+                    complete = sent  # ends with a newline: the line protocol echoes up to here
                 stalled_since = None
             except BlockingIOError:
                 if stalled_since is None:
@@ -60,18 +68,19 @@ def test_non_reading_client_is_bounded_and_does_not_spin():
         assert burned < 0.2, f"loop used {burned:.2f}s of CPU in 1s while a client was stalled"
         # Other clients are still served meanwhile.
         with connect(server) as other:
-            other.sendall(b"still here")
-            assert recv_exactly(other, 10) == b"still here"
+            other.sendall(b"still here\n")
+            assert recv_exactly(other, 11) == b"still here\n"
         # When the greedy client reads again, everything it sent comes back, byte-exact.
         greedy.setblocking(True)
         greedy.settimeout(10)
+        expected = sent if protocol is None else complete
         got = 0
-        while got < sent:
+        while got < expected:
             data = greedy.recv(1 << 20)
             assert data, "server closed the connection"
-            assert data == b"x" * len(data)
+            assert not data.replace(b"\n", b"").strip(b"x")
             got += len(data)
-        assert got == sent
+        assert got == expected
         greedy.close()
 
 
