@@ -252,6 +252,10 @@ class Recording(Protocol):
                 raise ProtocolError("boom frame")
             if body == b"crash":
                 raise RuntimeError("handler bug")
+            if body == b"text":
+                out.append("not bytes")  # a reply the reactor cannot write
+                pos += 2 + n
+                continue
             out.append(data[pos : pos + 2 + n])
             pos += 2 + n
         return pos
@@ -306,3 +310,36 @@ def test_direct_path_errors_close_only_that_connection(caplog, body):
     else:
         assert any("protocol or handler failed" in m for m in messages)
         assert any(r.exc_info and "handler bug" in str(r.exc_info[1]) for r in caplog.records)
+
+
+class StrReply(Handler):
+    def on_message(self, conn, ctx, data):
+        return "not bytes" if data == b"text" else data
+
+
+@pytest.mark.parametrize("path", ["default", "direct", "general"])
+def test_reply_that_is_not_bytes_closes_only_that_connection(caplog, path):
+    # A str where bytes belong must cost that connection, logged, and never the loop.
+    caplog.set_level(logging.WARNING, logger="gev")
+    if path == "default":
+        kwargs, bad_msg, ok = {}, b"text", b"ok"
+    else:
+        ok = struct.pack(">H", 2) + b"ok"
+        bad_msg = struct.pack(">H", 4) + b"text"
+        kwargs = {"protocol": Recording(accepts_bytes=path == "direct")}
+    with (
+        serve(StrReply(), **kwargs) as server,
+        connect(server) as good,
+        connect(server) as bad,
+    ):
+        bad.sendall(bad_msg)
+        try:
+            assert bad.recv(100) == b""
+        except ConnectionResetError:
+            pass
+        good.sendall(ok)
+        assert recv_exactly(good, len(ok)) == ok
+        assert server.loops[0]._running
+    assert any(r.exc_info and isinstance(r.exc_info[1], TypeError) for r in caplog.records), [
+        r.getMessage() for r in caplog.records
+    ]

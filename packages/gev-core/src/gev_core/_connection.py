@@ -94,8 +94,7 @@ class Connection:
         self._paused = False
         self._shut = False
         self._mask = _UNREGISTERED
-        self._fast = fast = loop._fast_protocol is protocol
-        self._direct = not fast and getattr(protocol, "accepts_bytes", False) is True
+        self._refresh_paths()
 
     # ------------------------------------------------------------------ public, any thread
 
@@ -111,7 +110,7 @@ class Connection:
     @protocol.setter
     def protocol(self, protocol: Protocol) -> None:
         self._protocol = protocol
-        self._refresh_fast()
+        self._refresh_paths()
 
     @property
     def connected(self) -> bool:
@@ -235,7 +234,7 @@ class Connection:
         else:
             loop.call_soon_threadsafe(fn, None)
 
-    def _refresh_fast(self) -> None:
+    def _refresh_paths(self) -> None:
         # Which inline read path the loop may take: none while input is left over, output is
         # backlogged or the connection is closing.
         idle = self._state == OPEN and self._in is None and self._out is None
@@ -319,11 +318,15 @@ class Connection:
             self._receive_failed(exc)
             return
         if out:
-            data = out[0] if len(out) == 1 else b"".join(out)
+            try:
+                data = out[0] if len(out) == 1 else b"".join(out)
+                if self._state != CLOSED:
+                    self._write(data)
+            except Exception as exc:  # a reply that is not bytes-like
+                self._receive_failed(exc)
+                return
             out.clear()
-            if self._state != CLOSED:
-                self._write(data)
-        self._refresh_fast()
+        self._refresh_paths()
 
     def _receive_failed(self, exc: Exception) -> None:
         # Called from inside the except block, so logger.exception finds the traceback.
@@ -417,7 +420,7 @@ class Connection:
         if self._shut:
             self._do_shutdown()
         self._update_interest()
-        self._refresh_fast()
+        self._refresh_paths()
 
     def _shutdown_write(self, _: Any = None) -> None:
         if self._state == CLOSED or self._shut:

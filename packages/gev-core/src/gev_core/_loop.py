@@ -281,7 +281,9 @@ class EventLoop:
                             continue
                         # A protocol that takes bytes, nothing left over or backlogged: read,
                         # receive and write here too (what _on_readable does, minus its
-                        # generality; see Protocol.accepts_bytes).
+                        # generality; see Protocol.accepts_bytes). Written out apart from the
+                        # default protocol's path below, not merged with it: sharing the read
+                        # cost that path ~2 % more instructions per message (callgrind).
                         try:
                             data = read(fd, 65536)
                         except (BlockingIOError, InterruptedError):
@@ -295,26 +297,28 @@ class EventLoop:
                         c.last_active = now
                         try:
                             consumed = c._protocol.receive(c, data, out)
-                        except Exception as exc:
-                            c._receive_failed(exc)
-                            continue
-                        if consumed != len(data):
-                            c._keep(data, consumed)
-                        if out:
+                            if consumed != len(data):
+                                c._keep(data, consumed)
+                            if not out:
+                                continue
                             reply = out[0] if len(out) == 1 else b"".join(out)
-                            out.clear()
                             if c._out is None and c._state == OPEN:
                                 try:
                                     n = write(fd, reply)
                                 except (BlockingIOError, InterruptedError):
-                                    n = 0
+                                    c._buffer(reply, 0)
                                 except OSError as exc:
                                     c._abort(exc)
-                                    continue
-                                if n != len(reply):
-                                    c._buffer(reply, n)
+                                else:
+                                    if n != len(reply):
+                                        c._buffer(reply, n)
                             elif c._state != CLOSED:
                                 c._write(reply)
+                        except Exception as exc:
+                            # The protocol, the handler, or a reply that is not bytes-like:
+                            # that connection closes, the loop goes on.
+                            c._receive_failed(exc)
+                        out.clear()
                         continue
                     try:
                         data = read(fd, 65536)
