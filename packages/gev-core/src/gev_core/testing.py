@@ -151,10 +151,9 @@ def feed(
     out: list[Any] = []
     takes_bytes = getattr(protocol, "accepts_bytes", False) is True
     for chunk in chunks:
-        data: bytes | memoryview = (
-            bytes(chunk) if takes_bytes and not pending else memoryview(pending + chunk)
-        )
+        fresh = not pending
         pending += chunk
+        data: bytes | memoryview = pending if takes_bytes and fresh else memoryview(pending)
         consumed = protocol.receive(conn, data, out)  # type: ignore[arg-type]
         pending = pending[consumed:]
         for item in out:
