@@ -4,7 +4,7 @@ import socket
 
 import pytest
 from gev_core import Handler, Server
-from gev_core._server import parse_address
+from gev_core._bind import parse_address
 
 
 def test_parse_forms():

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +22,7 @@ from pathlib import Path
 import pytest
 from gev_core import serve_workers
 from gev_core._cli import main
-from gev_core._workers import watch_parent
+from gev_core._workers import WorkerChannel
 
 ROOT = Path(__file__).resolve().parents[3]
 SRC_DIRS = [ROOT / "packages" / "gev-core" / "src", ROOT / "packages" / "gev-ringbuffer" / "src"]
@@ -35,12 +37,15 @@ from pathlib import Path
 from gev_core import Handler
 
 MARKERS = os.environ.get("GEV_TEST_MARKERS")
+VERSION = "v1"  # rewritten by the rolling-restart tests: which code a worker runs
 
 
 class Echo(Handler):
     def on_message(self, conn, ctx, data):
         if bytes(data) == b"pid\\n":
             return b"%d\\n" % os.getpid()
+        if bytes(data) == b"version\\n":
+            return VERSION.encode() + b"\\n"
         if bytes(data) == b"crash\\n":
             os._exit(3)
         return data
@@ -232,7 +237,8 @@ def test_serve_echoes_and_stops_gracefully_on_sigterm(runner: Runner, attr: str)
         assert sock.recv(10) == b""  # closed by the server as it stopped
     assert (runner.markers / f"{proc.pid}-{local_port}").exists(), "on_close did not run"
     err = runner.stderr(proc)
-    assert f"serving app:{attr} on 127.0.0.1:{port}" in err
+    assert f"serving app:{attr} (pid {proc.pid})" in err
+    assert f"listening on 127.0.0.1:{port} (protocol default, 1 loop)" in err
     assert "received SIGTERM" in err
 
 
@@ -362,12 +368,11 @@ def _fake_plugin(tmp_path: Path, source: str) -> Path:
     return site
 
 
-@pytest.mark.parametrize("command", [["plugins"], ["serve", "app:Echo"]])
-def test_broken_plugin_stops_with_its_name_and_exit_1(
-    runner: Runner, tmp_path: Path, command: list[str]
+def test_broken_plugin_stops_gev_serve_with_its_name_and_exit_1(
+    runner: Runner, tmp_path: Path
 ) -> None:
     site = _fake_plugin(tmp_path, "raise ImportError('needs libfoo')\n")
-    proc = runner.start(*command, env=_env([site]))
+    proc = runner.start("serve", "app:Echo", env=_env([site]))
     assert proc.wait(BOOT_TIMEOUT) == 1
     err = runner.stderr(proc)
     assert (
@@ -376,6 +381,100 @@ def test_broken_plugin_stops_with_its_name_and_exit_1(
     )
     assert "needs libfoo" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("source", "error"),
+    [
+        ("raise ImportError('needs libfoo')\n", "failed to import: ImportError: needs libfoo"),
+        (
+            "from gev_core import hookimpl\n\n@hookimpl\ndef gev_regster_protocols():\n"
+            "    return []\n",
+            "unknown hook 'gev_regster_protocols'",
+        ),
+        (
+            "from gev_core import hookimpl\n\n@hookimpl\ndef gev_register_protocols():\n"
+            "    raise RuntimeError('boom')\n",
+            "gev_register_protocols failed: RuntimeError: boom",
+        ),
+    ],
+    ids=["import", "misspelled-hook", "registration"],
+)
+def test_plugins_lists_a_broken_plugin_with_its_error_and_exits_0(
+    runner: Runner, tmp_path: Path, source: str, error: str
+) -> None:
+    site = _fake_plugin(tmp_path, source)
+    proc = runner.start("plugins", env=_env([site]))
+    assert proc.wait(BOOT_TIMEOUT) == 0
+    out = runner.stderr(proc)  # stdout and stderr share the log
+    assert "clitest  gev-cli-test-plugin 7.7  (entry point gev_cli_test_plugin)  BROKEN" in out
+    assert error in out
+    assert "builtin  gev-core" in out  # the others are listed as usual
+    assert "gev: warning: 1 broken plugin(s): clitest" in out
+    assert "Traceback" not in out
+
+    proc = runner.start("plugins", "--json", env=_env([site]))
+    assert proc.wait(BOOT_TIMEOUT) == 0
+    text = runner.stderr(proc)
+    data = json.loads(text[: text.rindex("}") + 1])
+    by_name = {p["name"]: p for p in data["plugins"]}
+    assert by_name["clitest"]["broken"] is True
+    assert error in by_name["clitest"]["error"]
+    assert by_name["builtin"]["broken"] is False and by_name["builtin"]["error"] is None
+
+
+def test_plugins_into_a_closed_pipe_prints_no_traceback(tmp_path: Path) -> None:
+    # What "gev plugins --json | head -1" does once head has exited: the reader is gone before
+    # the output is written, so every write fails with EPIPE.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gev_core", "plugins", "--json"],
+        cwd=tmp_path,
+        env=_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(BOOT_TIMEOUT) == 141  # as a shell reports a process killed by SIGPIPE
+    assert err == ""
+
+
+def test_plugins_piped_into_head_shows_the_first_line_only(tmp_path: Path) -> None:
+    cmd = f"{sys.executable} -m gev_core plugins --json | head -n 1"
+    proc = subprocess.run(
+        ["sh", "-c", cmd], cwd=tmp_path, env=_env(), capture_output=True, timeout=BOOT_TIMEOUT
+    )
+    assert proc.returncode == 0
+    assert proc.stdout == b"{\n"
+    assert b"Traceback" not in proc.stderr and b"BrokenPipe" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        ("lines", "did you mean 'line'?"),
+        ("length_field", "did you mean 'length-field'?"),
+    ],
+)
+def test_misspelled_protocol_gets_a_did_you_mean(runner: Runner, name: str, hint: str) -> None:
+    proc = runner.start("serve", "app:Echo", "--protocol", name)
+    assert proc.wait(BOOT_TIMEOUT) == 2
+    err = runner.stderr(proc)
+    assert f"unknown protocol {name!r}" in err and hint in err
+
+
+def test_did_you_mean_names_the_package_of_a_protocol_not_installed() -> None:
+    from gev_core import PluginError, ProtocolRegistry, get_plugin_manager
+
+    registry = ProtocolRegistry(get_plugin_manager(autoload=False))
+    with pytest.raises(PluginError, match=r"did you mean 'websocket'\? \(install it with: pip"
+                       r" install gev-websocket\)"):  # fmt: skip
+        registry.get("websoket")
+    with pytest.raises(PluginError) as info:
+        registry.get("xyzzy")
+    assert "did you mean" not in str(info.value)
 
 
 def test_plugin_options_reach_the_parser_and_the_configuration(
@@ -553,16 +652,14 @@ def test_a_worker_that_keeps_crashing_is_restarted_with_a_back_off(runner: Runne
 def test_supervisor_api_runs_off_the_main_thread_and_stops_on_request(tmp_path: Path) -> None:
     import threading
 
+    from gev_core._config import ServeConfig
     from gev_core._workers import Supervisor
 
     (tmp_path / "app.py").write_text(APP)
-    sup = Supervisor(
-        ["app:Echo", "--app-dir", str(tmp_path)],
-        2,
-        address="127.0.0.1:0",
-        port_sharing="inherit",
-        env=_env(),
+    config = ServeConfig(
+        "app:Echo", address="127.0.0.1:0", workers=2, port_sharing="inherit", app_dir=str(tmp_path)
     )
+    sup = Supervisor(config, env=_env())
     result: list[int] = []
     thread = threading.Thread(target=lambda: result.append(sup.run()), daemon=True)
     thread.start()
@@ -584,16 +681,47 @@ def test_supervisor_api_runs_off_the_main_thread_and_stops_on_request(tmp_path: 
     assert not any(_alive(pid) for pid in workers)
 
 
-def test_parent_watch_calls_back_once_the_parent_is_gone() -> None:
+def test_worker_channel_calls_back_once_the_parent_is_gone() -> None:
     import threading
 
+    ours, theirs = socket.socketpair()
     gone = threading.Event()
-    done = threading.Event()
     # Pretend our parent is a process we are not a child of: it is "gone" from the start.
-    thread = watch_parent(os.getppid() + 1_000_000, gone.set, done, interval=0.01)
-    assert gone.wait(5)
-    thread.join(5)
-    assert not thread.is_alive()
+    channel = WorkerChannel(theirs.detach(), os.getppid() + 1_000_000)
+    thread = channel.watch(lambda: None, gone.set, interval=0.01)
+    try:
+        assert gone.wait(5)
+        thread.join(5)
+        assert not thread.is_alive()
+    finally:
+        channel.close()
+        ours.close()
+
+
+def test_worker_channel_drains_on_request_and_stops_when_the_supervisor_closes() -> None:
+    import threading
+
+    ours, theirs = socket.socketpair()
+    drained, gone = threading.Event(), threading.Event()
+    channel = WorkerChannel(theirs.detach(), os.getppid())
+    ready: list[bool] = []
+    waiter = threading.Thread(target=lambda: ready.append(channel.wait_for_go(lambda: False)))
+    waiter.start()
+    try:
+        assert ours.recv(1) == b"r"
+        ours.sendall(b"g")
+        waiter.join(5)
+        assert ready == [True]
+        thread = channel.watch(drained.set, gone.set, interval=0.05)
+        ours.sendall(b"d")
+        assert drained.wait(5)
+        assert not gone.is_set()
+        ours.close()  # what the kernel does when the supervisor dies
+        assert gone.wait(5)
+        thread.join(5)
+    finally:
+        channel.close()
+        ours.close()
 
 
 def test_serve_workers_validates_its_arguments() -> None:
@@ -601,3 +729,283 @@ def test_serve_workers_validates_its_arguments() -> None:
         serve_workers("app:Echo", 0)
     with pytest.raises(ValueError, match="port_sharing"):
         serve_workers("app:Echo", 2, port_sharing="magic")
+
+
+# --------------------------------------------------------------------- Unix sockets, gev serve
+
+
+@pytest.fixture
+def sockdir() -> Iterator[Path]:
+    # Short: a socket path must fit in sun_path (108 bytes).
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="gev-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+Target = int | Path  # a TCP port on 127.0.0.1, or a Unix socket path
+
+
+def _open(target: Target, timeout: float = 20) -> socket.socket:
+    if isinstance(target, int):
+        return _connect(target)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(target))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _wait_unix_serving(runner: Runner, proc: subprocess.Popen[bytes], path: Path) -> None:
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"exited with {proc.returncode}:\n{runner.stderr(proc)}")
+        try:
+            with _open(path, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listening on {path}:\n{runner.stderr(proc)}")
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets")
+def test_serve_on_a_unix_socket_with_permissions(runner: Runner, sockdir: Path) -> None:
+    path = sockdir / "gev.sock"
+    proc = runner.start("serve", "app:Echo", "--address", f"unix:{path}", "--unix-mode", "660")
+    _wait_unix_serving(runner, proc, path)
+    assert oct(path.stat().st_mode & 0o777) == oct(0o660)
+    with _open(path) as sock:
+        assert _ask_pid(sock) == proc.pid
+    # A second server on a live socket: a clear error, the first one's file untouched.
+    second = runner.start("serve", "app:Echo", "--address", f"unix:{path}")
+    assert second.wait(BOOT_TIMEOUT) == 1
+    assert f"another server is listening on unix:{path}" in runner.stderr(second)
+    assert path.exists()
+    assert _stop(proc) == 0
+    assert f"listening on unix:{path}" in runner.stderr(proc)
+    assert not path.exists()
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets")
+def test_unix_socket_options_that_do_not_apply_are_usage_errors(runner: Runner) -> None:
+    proc = runner.start("serve", "app:Echo", "--address", "127.0.0.1:0", "--unix-mode", "600")
+    assert proc.wait(BOOT_TIMEOUT) == 2
+    assert "unix_mode applies to Unix socket addresses only" in runner.stderr(proc)
+    proc = runner.start(
+        "serve", "app:Echo", "--address", "unix:/tmp/x.sock", "--workers", "2",
+        "--port-sharing", "reuse-port",
+    )  # fmt: skip
+    assert proc.wait(BOOT_TIMEOUT) == 2
+    assert "use port sharing 'inherit'" in runner.stderr(proc)
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets")
+def test_workers_share_a_unix_socket_and_the_supervisor_removes_it(
+    runner: Runner, sockdir: Path
+) -> None:
+    path = sockdir / "w.sock"
+    # A stale file from a supervisor that died is replaced.
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(str(path))
+    dead.close()
+    sup = runner.start(
+        "serve", "app:Echo", "--workers", "2", "--address", f"unix:{path}", "--unix-mode", "600"
+    )
+    _wait_unix_serving(runner, sup, path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    seen: set[int] = set()
+    socks = []
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    try:
+        while len(seen) < 2:  # one listener, polled by both: whichever wakes first accepts
+            assert time.monotonic() < deadline, f"only saw worker pids {seen}"
+            sock = _open(path)
+            socks.append(sock)
+            seen.add(_ask_pid(sock))
+        runner.worker_pids |= seen
+        assert sup.pid not in seen
+    finally:
+        for sock in socks:
+            sock.close()
+    assert _stop(sup) == 0
+    assert not path.exists()
+    err = runner.stderr(sup)
+    assert f"2 worker(s) on unix:{path}, listener shared by inherit" in err
+
+
+# ------------------------------------------------------------------------ rolling restarts
+
+
+def _set_version(runner: Runner, version: str) -> None:
+    app = runner.tmp_path / "app.py"
+    app.write_text(re.sub(r'VERSION = "[^"]*"', f'VERSION = "{version}"', app.read_text()))
+
+
+def _wait_log(runner: Runner, proc: subprocess.Popen[bytes], text: str, count: int = 1) -> None:
+    _wait_until(
+        lambda: runner.stderr(proc).count(text) >= count or proc.poll() is not None,
+        BOOT_TIMEOUT * 2,
+        f"{text!r} in the log",
+    )
+    assert proc.poll() is None, runner.stderr(proc)
+
+
+class Hammer:
+    """Clients connecting in tight loops -- connect, ask the pid, close -- recording every failure.
+
+    Several at once, so that connections are often waiting in an accept queue when a worker is
+    replaced: the case that loses them when a listener closes.
+    """
+
+    def __init__(self, target: Target, clients: int = 4) -> None:
+        self.target = target
+        self.done = threading.Event()
+        self.answers: list[tuple[float, int]] = []  # (connect time, pid); list.append is atomic
+        self.failures: list[str] = []
+        self.threads = [
+            threading.Thread(target=self._run, name=f"hammer-{i}", daemon=True)
+            for i in range(clients)
+        ]
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self) -> None:
+        while not self.done.is_set():
+            started = time.monotonic()
+            try:
+                with _open(self.target, timeout=20) as sock:
+                    pid = _ask_pid(sock)
+            except (OSError, EOFError, ValueError) as exc:
+                self.failures.append(f"{time.monotonic() - started:.3f} s: {exc!r}")
+                continue
+            self.answers.append((started, pid))
+
+    def pids_since(self, since: float) -> set[int]:
+        return {pid for started, pid in self.answers if started >= since}
+
+    def stop(self) -> None:
+        self.done.set()
+        for thread in self.threads:
+            if thread.is_alive():
+                thread.join(30)
+
+
+#: Rolling restarts per test; raise it (GEV_TEST_RELOADS=50) to check that zero is not luck.
+RELOADS = int(os.environ.get("GEV_TEST_RELOADS", "2"))
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="POSIX only")
+@pytest.mark.parametrize("mode", ["reuse-port", "inherit", "unix"])
+def test_sighup_replaces_the_workers_without_refusing_or_resetting_a_connection(
+    runner: Runner, sockdir: Path, mode: str
+) -> None:
+    if mode == "reuse-port" and not LINUX:
+        pytest.skip("SO_REUSEPORT balances only on Linux")
+    if mode == "unix":
+        target: Target = sockdir / "r.sock"
+        args = ["--address", f"unix:{target}"]
+    else:
+        target = _free_port()
+        args = ["--address", f"127.0.0.1:{target}", "--port-sharing", mode]
+    env = _env(GEV_TEST_MARKERS=str(runner.markers), PYTHONDONTWRITEBYTECODE="1")
+    sup = runner.start("serve", "app:Echo", "--workers", "2", *args, env=env)
+    _wait_unix_serving(runner, sup, target) if mode == "unix" else runner.wait_serving(sup, target)
+    _wait_log(runner, sup, "serving on ")
+    hammer = Hammer(target)
+    hammer.start()
+    long_lived: list[tuple[int, socket.socket, str]] = []
+    try:
+        for reload in range(1, RELOADS + 1):
+            # Long-lived connections on the current workers: they must finish their exchange
+            # with the old code after their worker has been replaced.
+            want = 20 * reload
+            _wait_until(lambda want=want: len(hammer.answers) >= want, BOOT_TIMEOUT, "traffic")
+            for _ in range(6):
+                sock = _open(target)
+                long_lived.append((_ask_pid(sock), sock, f"v{reload}"))
+            old = {pid for pid, _, version in long_lived if version == f"v{reload}"}
+            runner.worker_pids |= old
+
+            _set_version(runner, f"v{reload + 1}")
+            sup.send_signal(signal.SIGHUP)
+            _wait_log(runner, sup, "rolling restart done", count=reload)
+            after = time.monotonic()
+            _wait_until(
+                lambda after=after: len(hammer.pids_since(after)) >= 2, BOOT_TIMEOUT, "new workers"
+            )
+
+            new = hammer.pids_since(after)
+            runner.worker_pids |= new
+            assert not new & old, "a replaced worker still accepts"
+            for pid, sock, version in long_lived:
+                if version == f"v{reload}":
+                    # Served by its old worker, which is draining: the old code answers.
+                    sock.sendall(b"version\n")
+                    assert _recv_line(sock) == version.encode() + b"\n"
+                    assert _ask_pid(sock) == pid
+            with _open(target) as sock:
+                sock.sendall(b"version\n")
+                assert _recv_line(sock) == f"v{reload + 1}\n".encode()
+            # The old workers exit once their last connection is closed (not at the timeout).
+            for _, sock, version in long_lived:
+                if version == f"v{reload}":
+                    sock.close()
+            for pid in old:
+                _wait_until(lambda pid=pid: not _alive(pid), 30, f"drained worker {pid} to exit")
+        hammer.stop()
+        assert hammer.failures == [], f"{len(hammer.failures)} failed connections"
+        assert len(hammer.answers) >= 40 * RELOADS
+        err = runner.stderr(sup)
+        assert err.count("which drains its connections") == 2 * RELOADS
+        assert "killing" not in err and "Traceback" not in err
+        assert _stop(sup) == 0
+    finally:
+        hammer.stop()
+        for _, sock, _ in long_lived:
+            sock.close()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="POSIX only")
+def test_a_reload_with_broken_code_keeps_the_old_workers(runner: Runner) -> None:
+    port = _free_port()
+    env = _env(GEV_TEST_MARKERS=str(runner.markers), PYTHONDONTWRITEBYTECODE="1")
+    sup = runner.start(
+        "serve", "app:Echo", "--workers", "2", "--address", f"127.0.0.1:{port}", env=env
+    )
+    runner.wait_serving(sup, port)
+    _wait_log(runner, sup, "serving on ")
+    conns: list[Conn] = []
+    before = _pids_until(port, lambda s: len(s) >= 2, conns)
+    runner.worker_pids |= before
+    for _, c in conns:
+        c.close()
+    app = runner.tmp_path / "app.py"
+    good = app.read_text()
+    app.write_text(good + "\ndef broken(:\n")
+    sup.send_signal(signal.SIGHUP)
+    _wait_log(runner, sup, "rolling restart aborted")
+    assert "SyntaxError" in runner.stderr(sup)
+    assert sup.poll() is None
+    conns = []
+    assert _pids_until(port, lambda s: len(s) >= 2, conns) == before  # still the old ones
+    for _, c in conns:
+        c.close()
+    # Fixed: the next SIGHUP goes through.
+    app.write_text(good.replace('VERSION = "v1"', 'VERSION = "v2-fixed"'))
+    sup.send_signal(signal.SIGHUP)
+    _wait_log(runner, sup, "rolling restart done")
+    with _connect(port) as sock:
+        sock.sendall(b"version\n")
+        assert _recv_line(sock) == b"v2-fixed\n"
+        runner.worker_pids.add(_ask_pid(sock))
+    assert _stop(sup) == 0

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from gev_ringbuffer import RingBuffer
 
+from ._bind import format_address
 from ._errors import ConnectionClosed, ProtocolError
 from ._poll import ERROR, READ, WRITE
 
@@ -124,12 +125,16 @@ class Connection:
 
     @property
     def peer_addr(self) -> str:
-        """The peer as ``"ip:port"`` (``"[ip]:port"`` for IPv6)."""
+        """The peer as ``"ip:port"`` (``"[ip]:port"`` for IPv6).
+
+        On a Unix socket: ``"unix:"`` for the usual unnamed client, else ``"unix:/its/path"``
+        or ``"unix:@name"``.
+        """
         addr = self._addr
         if isinstance(addr, tuple) and len(addr) >= 2:
             host = addr[0]
             return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
-        return str(addr)
+        return format_address(addr)
 
     @property
     def remote_address(self) -> Any:

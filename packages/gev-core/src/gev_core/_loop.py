@@ -398,9 +398,21 @@ class EventLoop:
         self._poller.register(self._listen_fd, READ)
 
     def _detach_listener(self) -> None:
-        if self._listener is not None and self._listen_fd >= 0:
-            self._poller.unregister(self._listen_fd)
+        # Stop accepting and let go of our descriptor of the listening socket at once: a
+        # listener owned by this process alone refuses new clients from now on instead of
+        # queueing them until exit, and one shared with other processes (inherited from a
+        # supervisor) keeps its queue for them.
+        listener = self._listener
+        if listener is None:
+            return
+        if self._listen_fd >= 0:
+            try:
+                self._poller.unregister(self._listen_fd)
+            except (KeyError, OSError, ValueError):  # unregistered by an accept back-off
+                pass
             self._listen_fd = -1
+        self._listener = None
+        listener.close()
 
     def _accept(self) -> None:
         listener = self._listener
@@ -500,6 +512,24 @@ class EventLoop:
             self._running = False
             return
         self._call_later(max(0.0, deadline - time.monotonic()), self._stop_now)
+
+    def _begin_drain(self, deadline: float, stop_timeout: float) -> None:
+        # Stop accepting; connections end by themselves until ``deadline``, then as in a stop.
+        self._stopping = True
+        self._detach_listener()
+        if not self._conns:
+            self._running = False
+            return
+        self._call_later(max(0.0, deadline - time.monotonic()), self._drain_expired, stop_timeout)
+
+    def _drain_expired(self, stop_timeout: float) -> None:
+        if self._conns:
+            logger.info(
+                "drain time is up: closing %d connection(s) of loop %d",
+                len(self._conns),
+                self.index,
+            )
+        self._begin_stop(time.monotonic() + stop_timeout)
 
     def _stop_now(self) -> None:
         for conn in list(self._conns.values()):

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ._bind import SocketFile, bind_socket, format_address
 from ._errors import GevError
 from ._loop import EventLoop
 from ._plugins import Config, GevPluginManager, ProtocolRegistry, get_plugin_manager
 from ._protocol import DefaultProtocol, Protocol
 from ._select import SelectingProtocol
+from ._signals import capture_signals, signal_name
 
 logger = logging.getLogger("gev")
 
@@ -22,7 +25,7 @@ ProtocolSpec = Protocol | type[Protocol] | str
 
 _NO_TIMERS = "{what} needs a timer plugin, and none is installed: pip install gev-timers"
 
-__all__ = ["Server", "least_connections", "parse_address", "round_robin"]
+__all__ = ["Server", "least_connections", "round_robin"]
 
 
 def round_robin() -> LoadBalancer:
@@ -52,41 +55,17 @@ _BALANCERS: dict[str, Callable[[], LoadBalancer]] = {
 }
 
 
-def parse_address(address: str | tuple[str, int], network: str = "tcp") -> tuple[int, Any]:
-    """Resolve ``"host:port"``, ``":port"``, ``"[v6]:port"`` or ``(host, port)`` for ``network``.
-
-    Returns ``(family, sockaddr)``. ``network`` is ``"tcp"`` (whichever family the host resolves
-    to; all IPv4 interfaces for an empty host), ``"tcp4"`` or ``"tcp6"``.
-    """
-    if network not in ("tcp", "tcp4", "tcp6"):
-        raise ValueError(f"network must be 'tcp', 'tcp4' or 'tcp6', not {network!r}")
-    if isinstance(address, tuple):
-        host, port = address[0], int(address[1])
-    else:
-        host, sep, port_s = address.rpartition(":")
-        if not sep or not port_s.isdigit():
-            raise ValueError(f"address {address!r} must look like 'host:port' or ':port'")
-        port = int(port_s)
-        if host.startswith("[") and host.endswith("]"):
-            host = host[1:-1]
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port {port} out of range")
-    family = {"tcp": socket.AF_UNSPEC, "tcp4": socket.AF_INET, "tcp6": socket.AF_INET6}[network]
-    if not host:
-        host = "::" if network == "tcp6" else "0.0.0.0"
-    infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
-    fam, _, _, _, sockaddr = infos[0]
-    return fam, sockaddr
-
-
 class Server:
     """A non-blocking TCP server on the reactor pattern.
 
     :param handler: an object with ``on_message(conn, ctx, data) -> bytes | None`` and, optionally,
         ``on_connect(conn)`` and ``on_close(conn)`` (see :class:`~gev_core.Handler`).
-    :param address: ``"host:port"``, ``":port"`` (all interfaces), ``"[::1]:port"`` or a tuple.
-        Port 0 picks a free port; read it back from :attr:`port`.
-    :param network: ``"tcp"``, ``"tcp4"`` or ``"tcp6"``.
+    :param address: ``"host:port"``, ``":port"`` (all interfaces), ``"[::1]:port"``, a tuple,
+        ``"unix:/path/to.sock"`` or (Linux) ``"unix:@name"`` in the abstract namespace. Port 0
+        picks a free port; read it back from :attr:`port`. A Unix socket file left behind by a
+        server that died is replaced; one a live server listens on is not (``OSError``); the
+        file is removed when the server stops.
+    :param network: ``"tcp"``, ``"tcp4"``, ``"tcp6"`` or ``"unix"`` (implied by ``"unix:"``).
     :param num_loops: event loops (threads). The default, 1, is the fastest under the GIL: the
         single loop also accepts, and more loop threads only add contention (see
         ``bench/RESULTS.md``).
@@ -103,14 +82,20 @@ class Server:
     :param max_write_buffer: unsent bytes above which the connection is closed (the peer is not
         reading and the application keeps sending).
     :param max_read_buffer: unparsed bytes above which the connection is closed.
-    :param tcp_nodelay: disable Nagle's algorithm on accepted connections (on by default).
+    :param tcp_nodelay: disable Nagle's algorithm on accepted TCP connections (on by default).
     :param backlog: ``listen()`` backlog.
+    :param unix_mode: permissions of the Unix socket file (e.g. ``0o660``); default: the
+        process's umask decides.
     :param idle_time: close connections with no traffic (either direction) for this many seconds;
         needs the gev-timers plugin.
     :param sock: serve an already bound and listening socket (e.g. inherited from a supervisor)
-        instead of binding ``address``.
+        instead of binding ``address``. Its owner, not the server, removes a Unix socket file.
     :param handle_signals: when ``start()`` runs in the main thread, SIGINT and SIGTERM stop the
         server gracefully.
+
+    Readiness, for health checks and load balancers: :attr:`ready` is true while the server
+    accepts connections, and turns false the moment :meth:`drain` or :meth:`stop` begins (when
+    the ``gev_server_stopping`` hook is called).
     :param plugins: a plugin manager to use instead of building one (see
         :func:`gev_core.get_plugin_manager`).
     :param options: extra configuration for plugins (``config.options`` in their hooks).
@@ -132,6 +117,7 @@ class Server:
         max_read_buffer: int = 8 * 1024 * 1024,
         tcp_nodelay: bool = True,
         backlog: int = 1024,
+        unix_mode: int | None = None,
         idle_time: float | None = None,
         sock: socket.socket | None = None,
         handle_signals: bool = True,
@@ -192,13 +178,24 @@ class Server:
             self._balancer = load_balance
         else:
             raise TypeError("load_balance must be a name or a callable")
+        #: The socket file to remove at stop: only one this server bound itself.
+        self._socket_file: SocketFile | None = None
         if sock is not None:
             sock.setblocking(False)
             self._listener = sock
         else:
-            self._listener = self._listen(address, network, reuse_port, backlog)
+            self._listener = bind_socket(
+                address,
+                network=network,
+                reuse_port=reuse_port,
+                backlog=backlog,
+                unix_mode=unix_mode,
+            )
+            self._socket_file = SocketFile.of(self._listener)
         name = self._listener.getsockname()
-        self._address: tuple[str, int] = (name[0], name[1])
+        self._address: tuple[str, int] | str = (
+            (name[0], name[1]) if isinstance(name, tuple) else format_address(name)
+        )
         self.loops = [EventLoop(self, i, poller) for i in range(num_loops)]
         self.loops[0]._attach_listener(self._listener)
         self._threads: list[threading.Thread] = []
@@ -207,6 +204,8 @@ class Server:
         self._state_lock = threading.Lock()
         self._running = False
         self._stopping = False
+        self._draining = False
+        self._announced = False  # gev_server_stopping called
         # After the loops exist: a timer service builds per-loop state.
         self._timer_service: Any = pm.hook.gev_timer_service(server=self)
         if idle_time is not None and self._timer_service is None:
@@ -245,28 +244,6 @@ class Server:
             return SelectingProtocol(protocols, self.pluginmanager.hook.gev_select_protocol)
         return self._resolve_one(spec)  # type: ignore[arg-type]
 
-    @staticmethod
-    def _listen(
-        address: str | tuple[str, int], network: str, reuse_port: bool, backlog: int
-    ) -> socket.socket:
-        family, sockaddr = parse_address(address, network)
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if reuse_port:
-                if not hasattr(socket, "SO_REUSEPORT"):
-                    raise OSError("SO_REUSEPORT is not supported on this platform")
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6 and network == "tcp6":
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(sockaddr)
-            sock.listen(backlog)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-
     def _pick_loop(self) -> EventLoop:
         loops = self.loops
         if len(loops) == 1:
@@ -279,13 +256,34 @@ class Server:
     # ------------------------------------------------------------------ public
 
     @property
-    def address(self) -> tuple[str, int]:
-        """The bound ``(host, port)``."""
+    def address(self) -> tuple[str, int] | str:
+        """The bound ``(host, port)``; for a Unix socket ``"unix:/path"`` or ``"unix:@name"``."""
         return self._address
 
     @property
     def port(self) -> int:
-        return self.address[1]
+        """The bound TCP port (the one port 0 picked). A Unix-socket server has none."""
+        if isinstance(self._address, str):
+            raise GevError(f"a server on {self._address} has no port; see Server.address")
+        return self._address[1]
+
+    @property
+    def ready(self) -> bool:
+        """True while the server accepts connections: started, neither draining nor stopping.
+
+        What a readiness probe (``/readyz``) reports. Any thread.
+        """
+        return (
+            self._started.is_set()
+            and not self._stopping
+            and not self._draining
+            and not self._stopped.is_set()
+        )
+
+    @property
+    def draining(self) -> bool:
+        """True once :meth:`drain` or :meth:`stop` has begun: no new connections are accepted."""
+        return self._draining or self._stopping
 
     @property
     def protocol(self) -> Protocol:
@@ -323,44 +321,46 @@ class Server:
             if self._running or self._stopped.is_set():
                 raise RuntimeError("a Server can be started once")
             self._running = True
-        restore = self._install_signal_handlers()
-        try:
-            self.pluginmanager.hook.gev_server_started(server=self)
-            for loop in self.loops[1:]:
-                t = threading.Thread(target=loop.run, name=f"gev-loop-{loop.index}", daemon=True)
-                self._threads.append(t)
-                t.start()
-            self._started.set()
-            self.loops[0].run()
-        finally:
-            for t in self._threads:
-                t.join()
-            self._listener.close()
-            restore()
-            self._stopped.set()
+        signals = (signal.SIGINT, signal.SIGTERM) if self.handle_signals else ()
+        with capture_signals(self._on_signal, signals):
+            try:
+                self.pluginmanager.hook.gev_server_started(server=self)
+                for loop in self.loops[1:]:
+                    t = threading.Thread(
+                        target=loop.run, name=f"gev-loop-{loop.index}", daemon=True
+                    )
+                    self._threads.append(t)
+                    t.start()
+                self._started.set()
+                logger.info(
+                    "listening on %s (protocol %s, %d loop%s)",
+                    format_address(self._address),
+                    self._protocol.name,
+                    self.num_loops,
+                    "" if self.num_loops == 1 else "s",
+                )
+                self.loops[0].run()
+            finally:
+                for t in self._threads:
+                    t.join()
+                self._close_listener()
+                self._stopped.set()
+
+    def _on_signal(self, signum: int) -> None:
+        logger.info("received %s; stopping", signal_name(signum))
+        self.stop(wait=False)
+
+    def _close_listener(self) -> None:
+        self._listener.close()
+        if self._socket_file is not None:
+            self._socket_file.remove()
+            self._socket_file = None
 
     def _loop_starting(self, loop: EventLoop) -> None:
         # On the loop's own thread, before it serves.
         if self._timer_service is not None:
             self._timer_service.install(loop)
         self.pluginmanager.hook.gev_loop_started(loop=loop)
-
-    def _install_signal_handlers(self) -> Callable[[], None]:
-        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        import signal
-
-        def on_signal(signum: int, frame: Any) -> None:
-            logger.info("received %s; stopping", signal.Signals(signum).name)
-            self.stop(wait=False)
-
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-        def restore() -> None:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-        return restore
 
     def wait_started(self, timeout: float | None = None) -> bool:
         """Block until :meth:`start` is serving (useful when it runs in a thread)."""
@@ -373,28 +373,74 @@ class Server:
         server's loops) this returns once :meth:`start` has returned.
         """
         deadline = time.monotonic() + timeout
-        if not self._started.is_set():
-            with self._state_lock:
-                if not self._running:
-                    self._stopped.set()
-                    self._listener.close()
-                    for loop in self.loops:
-                        loop._close_all_now()
-                    return
+        if self._stop_unstarted():
+            return
         with self._state_lock:
-            first = not self._stopping
             self._stopping = True
-        if first:
-            try:
-                self.pluginmanager.hook.gev_server_stopping(server=self)
-            except Exception:
-                logger.exception("a gev_server_stopping hook failed")
+        self._announce_stopping()
         for loop in self.loops:
             loop.call_soon_threadsafe(loop._begin_stop, deadline)
             # A signal handler runs on loop 0's own thread while it sits in poll(): wake it anyway.
             loop.wakeup()
         if wait and not any(loop.in_loop_thread() for loop in self.loops):
             self._stopped.wait(timeout + 5.0)
+
+    def drain(self, timeout: float = 30.0, *, stop_timeout: float = 5.0, wait: bool = True) -> None:
+        """Stop accepting and let the open connections finish by themselves, then stop.
+
+        What a rolling restart does to the worker it replaces. The listening socket is closed at
+        once (:attr:`ready` turns false and ``gev_server_stopping`` is called); each connection
+        is served as usual until its peer or the handler closes it. Once none is left, or after
+        ``timeout`` seconds, the server stops as :meth:`stop` does, with ``stop_timeout`` for
+        the remaining connections' output. Any thread; ``wait`` as for :meth:`stop`.
+        """
+        deadline = time.monotonic() + timeout
+        if self._stop_unstarted():
+            return
+        with self._state_lock:
+            if self._draining or self._stopping:
+                return
+            self._draining = True
+        self._announce_stopping()
+        logger.info(
+            "draining: not accepting any more; open connections get up to %.3g s to finish",
+            timeout,
+        )
+        loop0 = self.loops[0]
+        loop0.call_soon_threadsafe(self._begin_drain, deadline, stop_timeout)
+        loop0.wakeup()
+        if wait and not any(loop.in_loop_thread() for loop in self.loops):
+            self._stopped.wait(timeout + stop_timeout + 5.0)
+
+    def _begin_drain(self, deadline: float, stop_timeout: float) -> None:
+        # On loop 0, the accepting loop: every connection it accepted so far has been handed to
+        # its loop already, so each loop's drain runs after the hand-over of its connections.
+        for loop in self.loops[1:]:
+            loop.call_soon_threadsafe(loop._begin_drain, deadline, stop_timeout)
+        self.loops[0]._begin_drain(deadline, stop_timeout)
+
+    def _stop_unstarted(self) -> bool:
+        """Close everything of a server that never started; False if it has started."""
+        if self._started.is_set():
+            return False
+        with self._state_lock:
+            if self._running:
+                return False
+            self._stopped.set()
+        self._close_listener()
+        for loop in self.loops:
+            loop._close_all_now()
+        return True
+
+    def _announce_stopping(self) -> None:
+        with self._state_lock:
+            first = not self._announced
+            self._announced = True
+        if first:
+            try:
+                self.pluginmanager.hook.gev_server_stopping(server=self)
+            except Exception:
+                logger.exception("a gev_server_stopping hook failed")
 
     def __repr__(self) -> str:
         return f"<Server {self.address} loops={self.num_loops} protocol={self._protocol.name!r}>"

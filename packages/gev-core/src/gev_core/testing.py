@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from ._bind import parse_address
 from ._protocol import Protocol
 from ._server import Server
 
@@ -60,9 +61,23 @@ def serve(handler: Any, **kwargs: Any) -> Iterator[Server]:
             raise errors[0]
 
 
-def connect(server: Server | tuple[str, int], timeout: float = 10.0) -> socket.socket:
-    """A blocking client socket connected to ``server`` (TCP_NODELAY, with a timeout)."""
+def connect(server: Server | tuple[str, int] | str, timeout: float = 10.0) -> socket.socket:
+    """A blocking client socket connected to ``server`` (with a timeout).
+
+    ``server`` is a :class:`~gev_core.Server` or an address: ``(host, port)`` (TCP_NODELAY is
+    set), ``"unix:/path"`` or ``"unix:@name"``.
+    """
     addr = server.address if isinstance(server, Server) else server
+    if isinstance(addr, str):
+        family, sockaddr = parse_address(addr)
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(sockaddr)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
     sock = socket.create_connection(addr[:2], timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
