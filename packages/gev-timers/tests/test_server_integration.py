@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 
@@ -70,9 +71,12 @@ def test_run_after_from_another_thread_wakes_an_idle_loop():
         assert time.monotonic() - started < 0.5
 
 
-def test_silent_client_is_reaped_and_on_close_runs():
+def test_silent_client_is_reaped_and_on_close_runs(caplog):
+    caplog.set_level(logging.INFO, logger="gev.timers")
     handler = Echo()
     with serve(handler, plugins=plugins(), idle_time=0.3) as server, connect(server) as sock:
+        host, port = sock.getsockname()[:2]
+        peer = f"{host}:{port}"
         t0 = time.monotonic()
         sock.settimeout(5)
         assert sock.recv(10) == b""
@@ -82,6 +86,12 @@ def test_silent_client_is_reaped_and_on_close_runs():
         while not handler.closed and time.monotonic() < deadline:
             time.sleep(0.01)
         assert len(handler.closed) == 1
+    # One INFO line per reap, naming the peer and how long it was silent.
+    (record,) = [r for r in caplog.records if "idle connection" in r.getMessage()]
+    assert record.levelno == logging.INFO
+    message = record.getMessage()
+    assert message.startswith(f"closing idle connection {peer}: no reads or writes for ")
+    assert float(message.rsplit(" ", 2)[1]) >= 0.3
 
 
 def test_reads_keep_a_connection_alive():

@@ -22,13 +22,21 @@ logger = logging.getLogger("gev.timers")
 __all__ = ["TimerService"]
 
 
-def _reap(conn: Any) -> None:
-    logger.debug("closing idle connection %r", conn)
-    # Output that has not moved for the whole idle time will not move: don't wait for it.
-    if conn.write_buffer_length:
-        conn.abort()
-    else:
-        conn.close()
+def _reaper_for(timers: LoopTimers, idle_time: float) -> Callable[[Any], None]:
+    def reap(conn: Any) -> None:
+        # One line per reap: a peer that went silent is worth knowing about, and at most one
+        # line per connection is no flood.
+        idle = max(idle_time, timers.clock.now() - conn.last_active)
+        logger.info(
+            "closing idle connection %s: no reads or writes for %.1f s", conn.peer_addr, idle
+        )
+        # Output that has not moved for the whole idle time will not move: don't wait for it.
+        if conn.write_buffer_length:
+            conn.abort()
+        else:
+            conn.close()
+
+    return reap
 
 
 def _if_open(conn: Any, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
@@ -64,7 +72,7 @@ class TimerService:
         self._reapers: dict[Any, IdleReaper[Any]] = {}
         if idle_time is not None:
             self._reapers = {
-                loop: IdleReaper(timers, idle_time, _reap)
+                loop: IdleReaper(timers, idle_time, _reaper_for(timers, idle_time))
                 for loop, timers in self._per_loop.items()
             }
 
