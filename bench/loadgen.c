@@ -1,7 +1,8 @@
 /*
  * loadgen.c - closed-loop load generator for echo servers.
  *
- * Single thread, epoll, non-blocking sockets, TCP_NODELAY.
+ * Single thread, epoll, non-blocking sockets, TCP_NODELAY (TCP), or a Unix
+ * domain socket with --unix PATH (@NAME: Linux's abstract namespace).
  *
  * Each connection keeps K messages in flight.  Every echoed message is
  * verified byte for byte against what was sent; message contents differ per
@@ -37,6 +38,7 @@
 #include <arpa/inet.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +48,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -56,6 +59,7 @@ enum { MODE_RAW, MODE_WS, MODE_PBFRAME, MODE_HOLD };
 
 static const char *opt_host = "127.0.0.1";
 static int opt_port = 0;
+static const char *opt_unix = NULL;  /* connect to this Unix socket instead */
 static int opt_conns = 50;
 static size_t opt_size = 64;
 static int opt_inflight = 1;
@@ -369,7 +373,8 @@ typedef struct {
 
 static conn_t *conns;
 static int epfd = -1;
-static struct sockaddr_in srv_addr;
+static struct sockaddr_storage srv_addr;
+static socklen_t srv_addr_len;
 static int n_connected;     /* connections that reached READY or later */
 static int n_connecting;    /* connects in progress */
 static int n_idle;          /* hold mode: connections done with their echo */
@@ -672,19 +677,23 @@ static void schedule_retry(conn_t *c, uint32_t ci, int err, double now)
 
 static void start_connect(conn_t *c, uint32_t ci, double now)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(srv_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         if (errno == EMFILE || errno == ENFILE)
             fail("conn %u: socket: %s (raise the fd limit)", ci, strerror(errno));
         fail("conn %u: socket: %s", ci, strerror(errno));
     }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (srv_addr.ss_family == AF_INET) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
     c->fd = fd;
     int r;
     do {
-        r = connect(fd, (struct sockaddr *)&srv_addr, sizeof srv_addr);
+        r = connect(fd, (struct sockaddr *)&srv_addr, srv_addr_len);
     } while (r < 0 && errno == EINTR);
+    /* A Unix socket whose backlog is full says EAGAIN at once instead of
+       queueing the SYN: retried with back-off like a refused connect. */
     if (r < 0 && errno != EINPROGRESS) {
         if (retryable(errno)) {
             schedule_retry(c, ci, errno, now);
@@ -916,9 +925,10 @@ static void emit_failure_json(const char *msg)
 static void usage(FILE *f)
 {
     fprintf(f,
-        "usage: loadgen --port P [options]\n"
+        "usage: loadgen --port P | --unix PATH [options]\n"
         "  --host ADDR          server IPv4 address (127.0.0.1)\n"
-        "  --port P             server port (required)\n"
+        "  --port P             server port\n"
+        "  --unix PATH          connect to a Unix socket instead (@NAME: abstract)\n"
         "  --conns N            connections (50)\n"
         "  --size BYTES         payload bytes per message (64)\n"
         "  --inflight K         messages in flight per connection (1)\n"
@@ -961,6 +971,7 @@ int main(int argc, char **argv)
     static const struct option lopts[] = {
         {"host", required_argument, 0, 'h'},
         {"port", required_argument, 0, 'p'},
+        {"unix", required_argument, 0, 'u'},
         {"conns", required_argument, 0, 'c'},
         {"size", required_argument, 0, 's'},
         {"inflight", required_argument, 0, 'k'},
@@ -983,6 +994,7 @@ int main(int argc, char **argv)
         switch (o) {
         case 'h': opt_host = optarg; break;
         case 'p': opt_port = (int)parse_num("port", optarg, 1, 65535); break;
+        case 'u': opt_unix = optarg; break;
         case 'c': opt_conns = (int)parse_num("conns", optarg, 1, 1000000); break;
         case 's': opt_size = (size_t)parse_num("size", optarg, 0, 1 << 26); break;
         case 'k': opt_inflight = (int)parse_num("inflight", optarg, 1, 100000); break;
@@ -1006,7 +1018,7 @@ int main(int argc, char **argv)
         default: usage(stderr); return 1;
         }
     }
-    if (optind < argc || opt_port == 0) {
+    if (optind < argc || (opt_port == 0) == (opt_unix == NULL)) {
         usage(stderr);
         return 1;
     }
@@ -1018,11 +1030,27 @@ int main(int argc, char **argv)
     if (opt_mode == MODE_HOLD) opt_inflight = 1;
 
     memset(&srv_addr, 0, sizeof srv_addr);
-    srv_addr.sin_family = AF_INET;
-    srv_addr.sin_port = htons((uint16_t)opt_port);
-    if (inet_pton(AF_INET, opt_host, &srv_addr.sin_addr) != 1) {
-        fprintf(stderr, "loadgen: --host must be an IPv4 address\n");
-        return 1;
+    if (opt_unix) {
+        struct sockaddr_un *un = (struct sockaddr_un *)&srv_addr;
+        size_t len = strlen(opt_unix);
+        if (len == 0 || len >= sizeof un->sun_path) {
+            fprintf(stderr, "loadgen: --unix path empty or too long\n");
+            return 1;
+        }
+        un->sun_family = AF_UNIX;
+        memcpy(un->sun_path, opt_unix, len);
+        if (opt_unix[0] == '@') un->sun_path[0] = '\0'; /* abstract: no trailing NUL */
+        srv_addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len +
+                                   (opt_unix[0] == '@' ? 0 : 1));
+    } else {
+        struct sockaddr_in *in = (struct sockaddr_in *)&srv_addr;
+        in->sin_family = AF_INET;
+        in->sin_port = htons((uint16_t)opt_port);
+        if (inet_pton(AF_INET, opt_host, &in->sin_addr) != 1) {
+            fprintf(stderr, "loadgen: --host must be an IPv4 address\n");
+            return 1;
+        }
+        srv_addr_len = sizeof *in;
     }
 
     signal(SIGPIPE, SIG_IGN);

@@ -26,11 +26,13 @@ import os
 import platform
 import resource
 import shlex
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -47,12 +49,14 @@ BUILD = BENCH / ".build"
 # repository), {bench} (bench/), {build} (bench/.build).  Servers run with the
 # repository root as working directory.  Tags say which scenarios apply:
 #   tcp: raw byte echo   pb: echoes gev-protobuf frames   ws: WebSocket echo
+#   unix: raw byte echo on a Unix socket, with "unix_cmd" ({unix}: its path)
 # A raw byte echo also echoes pb frames unchanged, so the reference TCP
 # servers are tagged pb as a no-parsing ceiling for the framing scenarios.
 SERVERS: dict[str, dict] = {
     "gev": {
         "cmd": ["{python}", "{root}/examples/echo.py", "--port", "{port}"],
-        "tags": {"tcp"},
+        "unix_cmd": ["{python}", "{root}/examples/echo.py", "--unix", "{unix}"],
+        "tags": {"tcp", "unix"},
     },
     # Placeholders for gev's framed servers; override with --server if the
     # example scripts end up with other names.
@@ -66,11 +70,13 @@ SERVERS: dict[str, dict] = {
     },
     "uvloop": {
         "cmd": ["{python}", "{bench}/servers/uvloop_echo.py", "--port", "{port}"],
-        "tags": {"tcp", "pb"},
+        "unix_cmd": ["{python}", "{bench}/servers/uvloop_echo.py", "--unix", "{unix}"],
+        "tags": {"tcp", "pb", "unix"},
     },
     "asyncio": {
         "cmd": ["{python}", "{bench}/servers/asyncio_echo.py", "--port", "{port}"],
-        "tags": {"tcp", "pb"},
+        "unix_cmd": ["{python}", "{bench}/servers/asyncio_echo.py", "--unix", "{unix}"],
+        "tags": {"tcp", "pb", "unix"},
     },
     "bare-python": {
         "cmd": ["{python}", "{bench}/servers/bare_epoll_echo.py", "--port", "{port}"],
@@ -78,7 +84,8 @@ SERVERS: dict[str, dict] = {
     },
     "c": {
         "cmd": ["{build}/c_echo", "--port", "{port}"],
-        "tags": {"tcp", "pb"},
+        "unix_cmd": ["{build}/c_echo", "--unix", "{unix}"],
+        "tags": {"tcp", "pb", "unix"},
     },
     "picows": {
         "cmd": ["{python}", "{bench}/servers/picows_echo.py", "--port", "{port}"],
@@ -102,13 +109,19 @@ class Scenario:
     conns: int
     size: int
     inflight: int
-    needs: str  # server tag required: tcp | ws | pb | any
+    needs: str  # server tag required: tcp | ws | pb | unix | any
+
+    @property
+    def unix(self) -> bool:
+        """Over a Unix socket (the server's unix_cmd, loadgen --unix) instead of TCP."""
+        return self.needs == "unix"
 
     def describe(self) -> str:
         if self.mode == "hold":
             return "hold N idle connections, server RSS per connection"
         k = f", {self.inflight} in flight" if self.inflight > 1 else ", 1 in flight"
-        return f"{self.mode}: {self.conns} conns, {self.size} B{k}"
+        over = " over a Unix socket" if self.unix else ""
+        return f"{self.mode}: {self.conns} conns, {self.size} B{k}{over}"
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -118,6 +131,8 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("500x64", "raw", 500, 64, 1, "tcp"),
         Scenario("50x4k", "raw", 50, 4096, 1, "tcp"),
         Scenario("50x64x16", "raw", 50, 64, 16, "tcp"),
+        Scenario("unix50x64", "raw", 50, 64, 1, "unix"),
+        Scenario("unix50x4k", "raw", 50, 4096, 1, "unix"),
         Scenario("1000x64", "raw", 1000, 64, 1, "tcp"),
         Scenario("pb50x64", "pbframe", 50, 64, 1, "pb"),
         Scenario("ws50x64", "ws", 50, 64, 1, "ws"),
@@ -125,8 +140,11 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("memory", "hold", 10000, 32, 1, "any"),
     ]
 }
-# Not run unless asked for: memory (slow) and 1000x64 (for the idle-reaping overhead comparison).
-DEFAULT_SCENARIOS = [s for s in SCENARIOS if s not in ("memory", "1000x64")]
+# Not run unless asked for: memory (slow), 1000x64 (for the idle-reaping overhead comparison)
+# and the Unix-socket echo (recorded next to TCP loopback when asked for).
+DEFAULT_SCENARIOS = [
+    s for s in SCENARIOS if s not in ("memory", "1000x64") and not SCENARIOS[s].unix
+]
 
 # --------------------------------------------------------------------------
 # process handling
@@ -257,17 +275,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
+def _probe(endpoint: int | str) -> None:
+    if isinstance(endpoint, int):
+        socket.create_connection(("127.0.0.1", endpoint), timeout=0.5).close()
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        s.connect(endpoint)
+
+
+def wait_port(endpoint: int | str, proc: subprocess.Popen, timeout: float) -> None:
+    """Wait until the server accepts on ``endpoint``: a TCP port, or a Unix socket path."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with status {proc.returncode} before listening")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
+            _probe(endpoint)
+            return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError(f"server did not accept on port {port} within {timeout:.0f} s")
+    raise RuntimeError(f"server did not accept on {endpoint} within {timeout:.0f} s")
 
 
 # --------------------------------------------------------------------------
@@ -397,19 +425,34 @@ class Runner:
         self.env = server_env(not args.no_src_path)
         self.logdir = BUILD / "logs"
         self.logdir.mkdir(parents=True, exist_ok=True)
+        self._sockdir: str | None = None
 
-    def server_cmd(self, name: str, port: int) -> list[str]:
+    def server_cmd(self, name: str, endpoint: int | str) -> list[str]:
+        unix = isinstance(endpoint, str)
         subst = {
             "python": self.args.python,
-            "port": str(port),
+            "port": "" if unix else str(endpoint),
+            "unix": endpoint if unix else "",
             "root": str(ROOT),
             "bench": str(BENCH),
             "build": str(BUILD),
         }
-        return [a.format(**subst) for a in self.servers[name]["cmd"]]
+        return [a.format(**subst) for a in self.servers[name]["unix_cmd" if unix else "cmd"]]
 
-    def start_server(self, name: str, tag: str):
-        port = free_port()
+    def endpoint(self, name: str, sc: Scenario) -> int | str:
+        """A free TCP port, or for a Unix-socket scenario a fresh socket path (short: it must
+        fit in sun_path, wherever the repository lives)."""
+        if not sc.unix:
+            return free_port()
+        if self._sockdir is None:
+            self._sockdir = tempfile.mkdtemp(prefix="gev-bench-")
+        path = os.path.join(self._sockdir, f"{name}.sock")
+        if os.path.exists(path):
+            os.unlink(path)
+        return path
+
+    def start_server(self, name: str, tag: str, sc: Scenario):
+        port = self.endpoint(name, sc)
         cmd = self.server_cmd(name, port)
         logf = open(self.logdir / f"{name}.{tag}.log", "wb")  # noqa: SIM115 (closed by caller)
         logf.write(("$ " + shlex.join(cmd) + "\n").encode())
@@ -431,11 +474,11 @@ class Runner:
             raise
         return p, port, logf
 
-    def loadgen_cmd(self, sc: Scenario, port: int, conns: int | None = None) -> list[str]:
+    def loadgen_cmd(self, sc: Scenario, port: int | str, conns: int | None = None) -> list[str]:
         a = self.args
         cmd = [
             str(BUILD / "loadgen"),
-            "--port",
+            "--unix" if isinstance(port, str) else "--port",
             str(port),
             "--mode",
             sc.mode,
@@ -456,7 +499,7 @@ class Runner:
     def run_one(self, name: str, sc: Scenario, rnd: int) -> RunResult:
         tag = f"{sc.name}.r{rnd}"
         try:
-            p, port, logf = self.start_server(name, tag)
+            p, port, logf = self.start_server(name, tag, sc)
         except Exception as e:
             return RunResult(name, sc.name, rnd, False, f"start: {e}")
         try:
@@ -856,6 +899,7 @@ def main(argv: list[str] | None = None) -> int:
         subst = {
             "python": args.python,
             "port": "0",
+            "unix": "",
             "root": str(ROOT),
             "bench": str(BENCH),
             "build": str(BUILD),
@@ -890,7 +934,12 @@ def main(argv: list[str] | None = None) -> int:
     for rnd in range(args.repeat):
         for scn in sel_scen:
             sc = SCENARIOS[scn]
-            elig = [s for s in runnable if sc.needs == "any" or sc.needs in servers[s]["tags"]]
+            elig = [
+                s
+                for s in runnable
+                if sc.needs == "any"
+                or (sc.needs in servers[s]["tags"] and (not sc.unix or "unix_cmd" in servers[s]))
+            ]
             if not elig:
                 continue
             k = rnd % len(elig)
@@ -926,6 +975,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"[{i}/{len(plan)}] r{rnd} {sc.name:9s} {s:12s} {status}")
     finally:
         kill_all()
+        if runner._sockdir is not None:
+            shutil.rmtree(runner._sockdir, ignore_errors=True)
 
     info = env_info(args.python)
     lines = ["## Echo benchmark " + datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), ""]

@@ -1,6 +1,7 @@
 """The seed's echo server: every message comes straight back.
 
 python examples/echo.py --port 1833 --loops 1
+python examples/echo.py --unix /tmp/echo.sock
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=1833)
     parser.add_argument("--loops", type=int, default=1)
+    parser.add_argument("--unix", metavar="PATH", help="serve on a Unix socket instead")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    server = Server(Echo(), address=(args.host, args.port), num_loops=args.loops)
-    logging.getLogger("gev").info("echo server on %s:%d, %d loop(s)", *server.address, args.loops)
-    server.start()
+    address = f"unix:{args.unix}" if args.unix else (args.host, args.port)
+    server = Server(Echo(), address=address, num_loops=args.loops)
+    server.start()  # logs where it listens
 
 
 if __name__ == "__main__":

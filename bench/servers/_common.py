@@ -7,7 +7,9 @@ import resource
 def parse_args(description: str) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, required=True)
+    where = ap.add_mutually_exclusive_group(required=True)
+    where.add_argument("--port", type=int)
+    where.add_argument("--unix", metavar="PATH", help="listen on a Unix socket instead")
     ap.add_argument("--backlog", type=int, default=4096)
     return ap.parse_args()
 

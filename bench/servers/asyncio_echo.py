@@ -15,7 +15,10 @@ class Echo(asyncio.Protocol):
 
 async def main(args):
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(Echo, args.host, args.port, backlog=args.backlog)
+    if args.unix:
+        server = await loop.create_unix_server(Echo, args.unix, backlog=args.backlog)
+    else:
+        server = await loop.create_server(Echo, args.host, args.port, backlog=args.backlog)
     async with server:
         await server.serve_forever()
 

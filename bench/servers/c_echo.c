@@ -5,7 +5,7 @@
  * event.  If send is short the leftover is buffered, reading from that
  * connection pauses and EPOLLOUT is used until the buffer drains.
  *
- * usage: c_echo --port P [--host 127.0.0.1]
+ * usage: c_echo --port P [--host 127.0.0.1] | --unix PATH
  * Build: gcc -O2 -Wall -Wextra -o c_echo c_echo.c
  */
 #define _GNU_SOURCE
@@ -20,6 +20,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 typedef struct {
@@ -67,19 +68,22 @@ static pending_t *pending_for(int fd)
 int main(int argc, char **argv)
 {
     const char *host = "127.0.0.1";
+    const char *unix_path = NULL;
     int port = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--port") && i + 1 < argc)
             port = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--host") && i + 1 < argc)
             host = argv[++i];
+        else if (!strcmp(argv[i], "--unix") && i + 1 < argc)
+            unix_path = argv[++i];
         else {
-            fprintf(stderr, "usage: %s --port P [--host ADDR]\n", argv[0]);
+            fprintf(stderr, "usage: %s --port P [--host ADDR] | --unix PATH\n", argv[0]);
             return 1;
         }
     }
-    if (port <= 0) {
-        fprintf(stderr, "usage: %s --port P [--host ADDR]\n", argv[0]);
+    if ((port <= 0) == (unix_path == NULL)) {
+        fprintf(stderr, "usage: %s --port P [--host ADDR] | --unix PATH\n", argv[0]);
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -89,17 +93,33 @@ int main(int argc, char **argv)
         setrlimit(RLIMIT_NOFILE, &rl);
     }
 
-    int ls = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
-    setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    if (inet_pton(AF_INET, host, &a.sin_addr) != 1) {
-        fprintf(stderr, "bad --host\n");
-        return 1;
-    }
-    if (bind(ls, (struct sockaddr *)&a, sizeof a) < 0 || listen(ls, 4096) < 0) {
-        perror("bind/listen");
-        return 1;
+    int ls;
+    if (unix_path) {
+        struct sockaddr_un u = {.sun_family = AF_UNIX};
+        if (strlen(unix_path) >= sizeof u.sun_path) {
+            fprintf(stderr, "--unix path too long\n");
+            return 1;
+        }
+        strcpy(u.sun_path, unix_path);
+        unlink(unix_path);
+        ls = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (bind(ls, (struct sockaddr *)&u, sizeof u) < 0 || listen(ls, 4096) < 0) {
+            perror("bind/listen");
+            return 1;
+        }
+    } else {
+        ls = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        if (inet_pton(AF_INET, host, &a.sin_addr) != 1) {
+            fprintf(stderr, "bad --host\n");
+            return 1;
+        }
+        if (bind(ls, (struct sockaddr *)&a, sizeof a) < 0 || listen(ls, 4096) < 0) {
+            perror("bind/listen");
+            return 1;
+        }
     }
     epfd = epoll_create1(EPOLL_CLOEXEC);
     struct epoll_event e = {.events = EPOLLIN, .data.fd = ls};
@@ -124,7 +144,8 @@ int main(int argc, char **argv)
                         if (errno == EINTR || errno == ECONNABORTED) continue;
                         break; /* EAGAIN, or EMFILE: retried on next event */
                     }
-                    setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+                    if (!unix_path)
+                        setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
                     struct epoll_event ce = {.events = EPOLLIN, .data.fd = c};
                     epoll_ctl(epfd, EPOLL_CTL_ADD, c, &ce);
                 }
