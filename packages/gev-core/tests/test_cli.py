@@ -673,11 +673,18 @@ def test_supervisor_api_runs_off_the_main_thread_and_stops_on_request(tmp_path: 
         assert pids <= set(sup.pids)
         workers = sup.pids
         assert len(workers) == 2
+        _wait_until(lambda: sup.ready, BOOT_TIMEOUT, "the supervisor to be ready")
+        # reload() is SIGHUP's twin: every worker replaced, the old ones gone once drained.
+        sup.reload()
+        _wait_until(lambda: not set(workers) & set(sup.pids), BOOT_TIMEOUT * 2, "new workers")
+        assert not sup.reloading and sup.ready
+        assert len(sup.pids) == 2
+        workers += sup.pids
     finally:
         sup.stop()
         thread.join(30)
     assert result == [0]
-    assert sup.pids == []
+    assert sup.pids == [] and not sup.ready
     assert not any(_alive(pid) for pid in workers)
 
 
