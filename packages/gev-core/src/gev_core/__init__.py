@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# First: with GEV_PURE_PYTHON=1 the modules below are then loaded from their .py source.
+from . import _compiled
 from .__about__ import __version__
 from ._connection import Connection
 from ._errors import ConnectionClosed, GevError, ProtocolError
@@ -21,7 +23,13 @@ from ._protocol import DefaultProtocol, LengthFieldProtocol, LineProtocol, Proto
 from ._server import Server, least_connections, round_robin
 from ._workers import serve_workers
 
+#: True when this package runs compiled code (a wheel built with a C compiler, and
+#: ``GEV_PURE_PYTHON`` not set); False for the pure-Python source. See the docs' "Compiled
+#: code" page.
+COMPILED: bool = _compiled.package_is_compiled(__name__)
+
 __all__ = [
+    "COMPILED",
     "NEED_MORE_DATA",
     "Config",
     "Connection",

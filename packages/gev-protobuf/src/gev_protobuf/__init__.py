@@ -14,6 +14,8 @@ classes.
 
 from typing import TYPE_CHECKING, Any
 
+# First: with GEV_PURE_PYTHON=1 the modules below are then loaded from their .py source.
+from . import _compiled
 from .__about__ import __version__
 from ._framing import (
     DEFAULT_MAX_FRAME_SIZE,
@@ -32,7 +34,13 @@ from ._registry import MessageDecodeError, MessageRegistry, ProtobufMessage, Unk
 if TYPE_CHECKING:
     from ._protocol import ProtobufProtocol
 
+#: True when this package runs compiled code (a wheel built with a C compiler, and
+#: ``GEV_PURE_PYTHON`` not set); False for the pure-Python source. See the docs' "Compiled
+#: code" page.
+COMPILED: bool = _compiled.package_is_compiled(__name__)
+
 __all__ = [
+    "COMPILED",
     "DEFAULT_MAX_FRAME_SIZE",
     "HEADER_SIZE",
     "MAX_FRAME_LENGTH",

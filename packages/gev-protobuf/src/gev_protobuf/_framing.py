@@ -42,6 +42,10 @@ import struct
 from collections.abc import Iterator
 from typing import NoReturn, TypeAlias
 
+# Never compiled: FrameError is subclassed by the registry's errors and by callers, and code
+# compiled by mypyc checks a native class's exact type, which a subclass would not pass.
+from ._errors import FrameError
+
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
     "HEADER_SIZE",
@@ -96,14 +100,6 @@ _COPY_CHECK_SIZE = 4096
 # Type name -> u16 length + UTF-8 bytes, already validated, so packing a reply is one u32
 # pack and two concatenations. Keys come from local code; bounded anyway for safety.
 _name_blocks: dict[str, bytes] = {}
-
-
-class FrameError(ValueError):
-    """A frame is malformed or violates a size limit.
-
-    Raised while decoding bytes from a peer (the stream cannot be resynchronised, so the
-    connection should be closed) and by :func:`pack_message` when a frame cannot be built.
-    """
 
 
 def _preview(raw: bytes) -> str:

@@ -251,13 +251,16 @@ class ProtobufProtocol(Protocol):
             if parsed is None:  # pragma: no cover - all 4 + length bytes were just read
                 raise AssertionError("a complete frame was reported incomplete")
             _, type_name, payload = parsed
+            # A name of its own: payload is bytes, the parsed message is not (compiled code
+            # checks the declared type of every assignment).
+            message: Any = payload
             if self.registry is not None:
-                payload = self.registry.parse(type_name, payload)
+                message = self.registry.parse(type_name, payload)
         except FrameError as exc:
             buffer.virtual_revert()
             raise _peer_error(exc) from exc
         buffer.virtual_flush()
-        return type_name, payload
+        return type_name, message
 
     # ------------------------------------------------------------------ sending
 

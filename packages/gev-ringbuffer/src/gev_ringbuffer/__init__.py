@@ -4,6 +4,8 @@ See :class:`RingBuffer` for the API and the package README for the growth and
 shrink policy.
 """
 
+# First: with GEV_PURE_PYTHON=1 the modules below are then loaded from their .py source.
+from gev_ringbuffer import _compiled
 from gev_ringbuffer.__about__ import __version__
 from gev_ringbuffer._ring import (
     DOUBLING_LIMIT,
@@ -16,7 +18,13 @@ from gev_ringbuffer._ring import (
     RingBufferOverflow,
 )
 
+#: True when the ring buffer runs as compiled code (a wheel built with a C compiler, and
+#: ``GEV_PURE_PYTHON`` not set); False for the pure-Python source. See the docs' "Compiled
+#: code" page.
+COMPILED: bool = _compiled.package_is_compiled(__name__)
+
 __all__ = [
+    "COMPILED",
     "DOUBLING_LIMIT",
     "MIN_CAPACITY",
     "SHRINK_THRESHOLD",

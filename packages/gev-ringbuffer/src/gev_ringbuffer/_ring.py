@@ -36,6 +36,9 @@ from __future__ import annotations
 import struct
 from typing import TypeAlias
 
+# The errors live in a module that is never compiled: callers catch and may subclass them.
+from ._errors import RingBufferEmpty, RingBufferError, RingBufferOverflow
+
 __all__ = [
     "DOUBLING_LIMIT",
     "MIN_CAPACITY",
@@ -63,21 +66,6 @@ _U64 = struct.Struct(">Q")
 
 # Never handed to callers directly (they get slices of it), so nobody can release() it.
 _EMPTY_VIEW = memoryview(b"")
-
-
-class RingBufferError(Exception):
-    """Base class for ring buffer errors."""
-
-
-class RingBufferEmpty(RingBufferError, IndexError):
-    """Raised by :meth:`RingBuffer.read_byte` when there is nothing to read."""
-
-
-class RingBufferOverflow(RingBufferError, BufferError):
-    """Raised when a write would make the buffer exceed its ``max_capacity``.
-
-    The buffer is left exactly as it was before the failing call.
-    """
 
 
 def _byte_view(obj: BytesLike) -> memoryview:
@@ -151,9 +139,9 @@ class RingBuffer:
         The returned buffer has ``capacity == len(data)`` initially and an initial
         capacity of 0 (it reverts to lazy allocation once drained).
         """
-        self = cls.__new__(cls)
-        self._init_cap = 0
-        self._max_cap = None
+        # Not cls.__new__ plus attribute stores: a compiled (mypyc) class has no such path,
+        # and an empty lazy buffer costs no allocation.
+        self = cls()
         self.reset_to(data)
         return self
 

@@ -5,13 +5,21 @@ owns one :class:`LoopTimers` and drives it with ``next_deadline()`` and
 ``run_due(now)``; :class:`IdleReaper` closes connections that went quiet.
 """
 
+# First: with GEV_PURE_PYTHON=1 the modules below are then loaded from their .py source.
+from . import _compiled
 from .__about__ import __version__
 from ._clock import Clock, MockClock, MonotonicClock
 from ._reaper import IdleConnection, IdleReaper
 from ._timers import LoopTimers, Timer
 from ._wheel import DEFAULT_SLOTS, DEFAULT_TICK, TimingWheel
 
+#: True when this package runs compiled code (a wheel built with a C compiler, and
+#: ``GEV_PURE_PYTHON`` not set); False for the pure-Python source. See the docs' "Compiled
+#: code" page.
+COMPILED: bool = _compiled.package_is_compiled(__name__)
+
 __all__ = [
+    "COMPILED",
     "DEFAULT_SLOTS",
     "DEFAULT_TICK",
     "Clock",

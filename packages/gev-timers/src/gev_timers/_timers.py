@@ -357,7 +357,7 @@ class LoopTimers:
             t._bucket = inbox
             wake = k < self._armed
             if wake:
-                self._armed = k
+                self._armed = float(k)
         if wake:
             self._wakeup()
 
@@ -402,10 +402,11 @@ class LoopTimers:
                 self._drain()
             k = wheel.next_expiry()
             with self._lock:
-                if self._inbox:  # raced with another thread: go again
-                    continue
-                self._armed = _INF if k is None else k
-            return None if k is None else wheel.time_of(k)
+                raced = bool(self._inbox)  # another thread posted meanwhile: go again
+                if not raced:
+                    self._armed = _INF if k is None else float(k)
+            if not raced:
+                return None if k is None else wheel.time_of(k)
 
     def run_due(self, now: float) -> None:
         """Run every callback whose tick boundary is at or before *now*.

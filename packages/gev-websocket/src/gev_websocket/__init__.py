@@ -8,6 +8,8 @@ Underneath, :class:`WebSocketSession` is the sans-IO per-connection engine.
 
 from __future__ import annotations
 
+# First: with GEV_PURE_PYTHON=1 the modules below are then loaded from their .py source.
+from . import _compiled
 from .__about__ import __version__
 from ._fastpath import NATIVE_UNMASK, build_binary, build_message, build_text, unmask
 from ._protocol import (
@@ -24,7 +26,13 @@ from ._protocol import (
 )
 from ._session import Accept, Deflate, Reject, WebSocketSession
 
+#: True when this package runs compiled code (a wheel built with a C compiler, and
+#: ``GEV_PURE_PYTHON`` not set); False for the pure-Python source. See the docs' "Compiled
+#: code" page.
+COMPILED: bool = _compiled.package_is_compiled(__name__)
+
 __all__ = [
+    "COMPILED",
     "NATIVE_UNMASK",
     "Accept",
     "Deflate",
