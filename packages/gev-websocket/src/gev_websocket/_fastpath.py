@@ -32,9 +32,9 @@ fed those bytes, would emit nothing yet (see ``_session._can_wait``).
 ``tests/test_differential.py`` checks the equivalence on random byte streams.
 
 **Unmasking.** Pure Python costs about 2 ns per byte at best, which at 4 KiB is most of a
-message's cost, so a native XOR is used when one is importable: the ``apply_mask`` of the
-websockets library's C ``speedups`` module (``pip install "gev-websocket[speedups]"``), about
-0.1 ns per byte plus a call. Without it: for small payloads one big-int XOR against the key
+message's cost, so a native XOR is used when one is importable: ``_unmask.c``, a C kernel
+built into gev-websocket's platform wheels (about 0.1 ns per byte plus a call). Without it (a
+pure wheel, or ``GEV_PURE_PYTHON=1``): for small payloads one big-int XOR against the key
 repeated to the payload's length (``int.from_bytes``/``to_bytes``, like websockets'
 pure-Python ``apply_mask``); the repeated key is ``key * (1 + 2**32 + 2**64 + ...)``, with
 those repunit multipliers cached per length. For large payloads four ``bytes.translate``
@@ -97,8 +97,8 @@ _XOR_TABLES = [bytes(a ^ b for a in range(256)) for b in range(256)]
 _NativeMask = Callable[[Any, Any], bytes]
 _apply_mask: _NativeMask | None
 try:
-    from websockets.speedups import apply_mask as _apply_mask
-except ImportError:  # not installed, or installed without its C extension
+    from ._unmask import apply_mask as _apply_mask
+except ImportError:  # a pure wheel, or GEV_PURE_PYTHON=1
     _apply_mask = None
 
 #: Whether :func:`unmask` and the fast path use a native XOR (see the module docstring).
