@@ -6,6 +6,7 @@ then any worker pid seen) when the test ends, whatever happened.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -332,6 +333,7 @@ def test_plugins_json(capsys: pytest.CaptureFixture[str]) -> None:
     builtin = next(p for p in data["plugins"] if p["name"] == "builtin")
     assert builtin["builtin"] is True
     assert builtin["distribution"] == "gev-core"
+    assert builtin["build"] in ("pure", "compiled")
     assert {"default", "length-field", "line"} <= set(builtin["protocols"])
     by_name = {p["name"]: p for p in data["protocols"]}
     assert by_name["line"] == {
@@ -346,8 +348,13 @@ def test_version_lists_gev_core(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert main(["--version"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == f"gev-core {__version__}"
-    assert all(line.startswith("gev-") and len(line.split()) == 2 for line in lines)
+    # Each gev package says whether it runs compiled code or pure Python.
+    assert lines[0] in (f"gev-core {__version__} (pure)", f"gev-core {__version__} (compiled)")
+    assert all(line.startswith("gev-") and len(line.split()) in (2, 3) for line in lines)
+    build = dict(line.split(" ", 1) for line in lines)
+    for name in ("gev-ringbuffer", "gev-core"):
+        module = importlib.import_module(name.replace("-", "_"))
+        assert build[name].endswith("(compiled)" if module.COMPILED else "(pure)")
 
 
 def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,6 +12,7 @@ exception in the application's own code).
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.metadata
 import json
 import logging
@@ -93,8 +94,27 @@ class _VersionAction(argparse.Action):
 
 
 def version_lines() -> list[str]:
-    """What ``gev --version`` prints: one ``"<distribution> <version>"`` line per package."""
-    return [f"{name} {version}" for name, version in installed_gev_packages()]
+    """What ``gev --version`` prints: ``"<distribution> <version> (compiled|pure)"`` per package.
+
+    The build is left out for a package without a ``COMPILED`` flag (see ``package_build``).
+    """
+    lines = []
+    for name, version in installed_gev_packages():
+        build = package_build(name)
+        lines.append(f"{name} {version}" + (f" ({build})" if build else ""))
+    return lines
+
+
+def package_build(distribution: str) -> str:
+    """``"compiled"`` or ``"pure"`` for a gev package with a ``COMPILED`` flag, else ``""``."""
+    try:
+        module = importlib.import_module(distribution.replace("-", "_"))
+    except Exception:  # not importable here (another Python's install): nothing to tell
+        return ""
+    flag = getattr(module, "COMPILED", None)
+    if not isinstance(flag, bool):
+        return ""
+    return "compiled" if flag else "pure"
 
 
 def installed_gev_packages() -> list[tuple[str, str]]:
@@ -335,6 +355,7 @@ def _plugin_record(info: PluginInfo, registry: ProtocolRegistry) -> dict[str, An
         "name": info.name,
         "distribution": "gev-core" if builtin else info.distribution,
         "version": __version__ if builtin else info.version,
+        "build": package_build("gev-core" if builtin else info.distribution or ""),
         "entry_point": info.entry_point,
         "builtin": builtin,
         "broken": error is not None,
@@ -380,7 +401,8 @@ def _print_plugins(records: list[dict[str, Any]], protocols: list[dict[str, Any]
     for r in records:
         origin = "built in" if r["builtin"] else f"entry point {r['entry_point']}"
         state = "  BROKEN" if r["broken"] else ""
-        print(f"  {r['name']}  {r['distribution']} {r['version']}  ({origin}){state}")
+        build = f", {r['build']}" if r["build"] else ""
+        print(f"  {r['name']}  {r['distribution']} {r['version']}  ({origin}{build}){state}")
         if r["broken"]:
             print(f"    error:     {r['error']}")
         print(f"    hooks:     {', '.join(r['hooks']) or '-'}")
