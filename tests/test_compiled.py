@@ -1,0 +1,196 @@
+"""Compiled and pure builds: the COMPILED flags, GEV_PURE_PYTHON, and the shared build files.
+
+The whole suite runs twice in CI: ``hatch test`` against the source tree (pure Python) and
+``hatch run compiled:test`` against wheels built with native code. ``GEV_EXPECT_COMPILED``
+(``1`` or ``0``, set by those environments) tells these tests which of the two they are in, so
+a compiled run that silently imported pure code fails here instead of passing for the wrong
+reason.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = sorted(p for p in (ROOT / "packages").glob("gev-*") if (p / "pyproject.toml").exists())
+MODULES = [p.name.replace("-", "_") for p in PACKAGES]
+
+
+def _hook_table(package: Path) -> dict[str, object]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        data = tomllib.loads((package / "pyproject.toml").read_text())
+        hooks = data["tool"]["hatch"]["build"]["targets"]["wheel"]["hooks"]
+        table: dict[str, object] = hooks["custom"]
+        return table
+    pytest.skip("reading pyproject.toml needs tomllib (Python 3.11+)")
+
+
+def _native_packages() -> set[str]:
+    """Packages whose build hook lists modules to compile or C kernels."""
+    return {
+        p.name.replace("-", "_")
+        for p in PACKAGES
+        if _hook_table(p).get("mypyc") or _hook_table(p).get("c-extensions")
+    }
+
+
+def _probe(env_extra: dict[str, str]) -> dict[str, dict[str, object]]:
+    """Import every package in a fresh interpreter; report COMPILED and where modules came from."""
+    code = """
+import json, sys
+out = {}
+for name in sys.argv[1:]:
+    mod = __import__(name)
+    files = {m: getattr(sys.modules[m], "__file__", "") or ""
+             for m in list(sys.modules) if m.startswith(name + ".")}
+    out[name] = {"compiled": mod.COMPILED, "files": files}
+import gev_websocket
+out["gev_websocket"]["native_unmask"] = gev_websocket.NATIVE_UNMASK
+print(json.dumps(out))
+"""
+    env = dict(os.environ)
+    env.pop("GEV_PURE_PYTHON", None)
+    env.update(env_extra)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *MODULES],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(ROOT / "tests"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, dict[str, object]] = json.loads(proc.stdout)
+    return result
+
+
+def test_every_package_has_the_same_build_hook_and_runtime_helper() -> None:
+    hooks = {p.name: (p / "hatch_build.py").read_text() for p in PACKAGES}
+    helpers = {
+        p.name: (p / "src" / p.name.replace("-", "_") / "_compiled.py").read_text()
+        for p in PACKAGES
+    }
+    first = PACKAGES[0].name
+    for name in hooks:
+        assert hooks[name] == hooks[first], f"{name}/hatch_build.py differs from {first}'s"
+        assert helpers[name] == helpers[first], f"{name}'s _compiled.py differs from {first}'s"
+
+
+def test_every_package_declares_the_hook_and_ships_it_in_its_sdist() -> None:
+    for package in PACKAGES:
+        table = _hook_table(package)
+        text = (package / "pyproject.toml").read_text()
+        assert "hatch_build.py" in text.split("[tool.hatch.build.targets.sdist]", 1)[1], package
+        for path in table.get("mypyc", []):  # type: ignore[attr-defined]
+            assert (package / path).is_file(), f"{package.name}: {path} does not exist"
+
+
+def test_base_classes_meant_for_subclassing_stay_interpreted() -> None:
+    # mypyc lays a compiled subclass out against its base as seen at build time; a base that is
+    # compiled in another wheel crashes it (and interpreted subclasses of compiled classes are
+    # refused). These modules hold the classes users and other packages subclass.
+    interpreted = {
+        "gev-core": ["_protocol.py", "_handler.py", "_errors.py"],
+        "gev-ringbuffer": ["_errors.py"],
+        "gev-protobuf": ["_errors.py", "_registry.py"],
+        "gev-websocket": ["_protocol.py"],
+    }
+    for package in PACKAGES:
+        compiled = {Path(p).name for p in _hook_table(package).get("mypyc", [])}  # type: ignore[attr-defined]
+        assert not compiled & set(interpreted.get(package.name, [])), package.name
+
+
+def test_compiled_flags_match_the_build_under_test() -> None:
+    expect = os.environ.get("GEV_EXPECT_COMPILED")
+    got = _probe({})
+    flags = {name: info["compiled"] for name, info in got.items()}
+    for name in MODULES:
+        module = importlib.import_module(name)
+        assert module.COMPILED is flags[name]  # same answer in and out of process
+    if expect == "1":
+        native = _native_packages()
+        assert flags == {name: name in native for name in MODULES}
+        assert got["gev_websocket"]["native_unmask"] is True
+    elif expect == "0":
+        assert not any(flags.values()), flags
+    else:
+        pytest.skip("GEV_EXPECT_COMPILED is not set (hatch test sets 0, compiled:test sets 1)")
+
+
+def test_pure_python_switch_loads_every_module_from_source() -> None:
+    got = _probe({"GEV_PURE_PYTHON": "1"})
+    for name, info in got.items():
+        assert info["compiled"] is False, name
+        files: dict[str, str] = info["files"]  # type: ignore[assignment]
+        native = {m: f for m, f in files.items() if not f.endswith((".py", ".pyc"))}
+        assert not native, f"{name} loaded native modules under GEV_PURE_PYTHON=1: {native}"
+    assert got["gev_websocket"]["native_unmask"] is False
+
+
+@pytest.mark.skipif(
+    os.environ.get("GEV_EXPECT_COMPILED") != "1", reason="only meaningful in the compiled build"
+)
+def test_compiled_build_really_runs_native_code() -> None:
+    import gev_protobuf
+    import gev_ringbuffer
+    import gev_timers
+    from gev_websocket import _fastpath
+
+    # A mypyc-compiled method or function is not a Python function object.
+    assert not isinstance(gev_ringbuffer.RingBuffer.write, types.FunctionType)
+    assert not isinstance(gev_timers.LoopTimers.run_after, types.FunctionType)
+    assert not isinstance(gev_protobuf.scan_frames, types.FunctionType)
+    assert _fastpath._apply_mask is not None
+    assert type(_fastpath._apply_mask).__name__ == "builtin_function_or_method"
+
+
+def _build_wheel(package: str, out: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    pytest.importorskip("hatchling")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GEV_BUILD_")}
+    return subprocess.run(
+        [sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(out)],
+        cwd=ROOT / "packages" / package,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    ("package", "env"),
+    [("gev-timers", {"GEV_BUILD_PURE": "1"}), ("gev-websocket", {"CC": "no-such-compiler"})],
+)
+def test_a_build_without_native_code_is_a_complete_pure_wheel(
+    tmp_path: Path, package: str, env: dict[str, str]
+) -> None:
+    import zipfile
+
+    proc = _build_wheel(package, tmp_path, env)
+    assert proc.returncode == 0, proc.stderr
+    (wheel,) = tmp_path.glob("*.whl")
+    assert wheel.name.endswith("-py3-none-any.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    module = package.replace("-", "_")
+    sources = {p.name for p in (ROOT / "packages" / package / "src" / module).glob("*.py")}
+    assert sources <= {Path(n).name for n in names if n.startswith(module + "/")}
+    assert not [n for n in names if n.endswith((".so", ".pyd", ".c"))]
+
+
+def test_a_build_that_must_compile_fails_without_a_compiler(tmp_path: Path) -> None:
+    proc = _build_wheel(
+        "gev-ringbuffer", tmp_path, {"CC": "no-such-compiler", "GEV_BUILD_REQUIRE_COMPILED": "1"}
+    )
+    assert proc.returncode != 0
+    assert "GEV_BUILD_REQUIRE_COMPILED is set but no C compiler" in proc.stdout + proc.stderr
+    assert not list(tmp_path.glob("*.whl"))
