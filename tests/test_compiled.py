@@ -150,6 +150,7 @@ def test_compiled_build_really_runs_native_code() -> None:
     assert not isinstance(gev_ringbuffer.RingBuffer.write, types.FunctionType)
     assert not isinstance(gev_timers.LoopTimers.run_after, types.FunctionType)
     assert not isinstance(gev_protobuf.scan_frames, types.FunctionType)
+    assert not isinstance(gev_protobuf.ProtobufProtocol.receive, types.FunctionType)
     assert _fastpath._apply_mask is not None
     assert type(_fastpath._apply_mask).__name__ == "builtin_function_or_method"
 

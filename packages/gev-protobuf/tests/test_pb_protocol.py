@@ -525,8 +525,11 @@ def test_options_and_validation(echo_pb2: ModuleType) -> None:
         ProtobufProtocol.from_config(Config(None, {"protobuf_registry": {}}))
     with pytest.raises(ValueError, match=str(MAX_FRAME_LENGTH)):
         ProtobufProtocol(MAX_FRAME_LENGTH + 1)
-    with pytest.raises(TypeError, match="must be an int"):
+    # mypyc's wording where the protocol is compiled (it checks the annotation on entry)
+    with pytest.raises(TypeError, match=r"must be an int|int object expected; got str"):
         ProtobufProtocol("1024")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="protobuf_max_frame_size must be an int, not str"):
+        ProtobufProtocol.from_config(Config(None, {"protobuf_max_frame_size": "1024"}))
     assert (
         repr(ProtobufProtocol(64, registry))
         == "ProtobufProtocol(max_frame_size=64, registry=0 types)"
@@ -570,3 +573,18 @@ def test_sniff_uses_the_instance_limit() -> None:
     # Text is ruled out by its first byte only while the limit is below that byte's weight.
     assert ProtobufProtocol(64 * 1024 * 1024).sniff(b"GET / HTTP/1.1\r\n") is None
     assert ProtobufProtocol(MAX_FRAME_LENGTH).sniff(b"GET / HTTP/1.1\r\n") == "protobuf"
+
+
+def test_a_subclass_can_override_pack_whether_or_not_the_protocol_is_compiled() -> None:
+    # ProtobufProtocol may be compiled with mypyc (allow_interpreted_subclasses): its own
+    # calls to self.pack must still reach an override.
+    class Tagged(ProtobufProtocol):
+        name = "tagged"
+
+        def pack(self, conn: Any, data: Any) -> bytes:
+            return b"<" + super().pack(conn, data) + b">"
+
+    frames = pack_message("a", b"1") + pack_message("b", b"2")
+    messages, out = feed(Tagged(), [frames], reply=lambda conn, name, data: ("x", data))
+    assert messages == [("a", b"1"), ("b", b"2")]
+    assert out == b"<" + pack_message("x", b"1") + b"><" + pack_message("x", b"2") + b">"

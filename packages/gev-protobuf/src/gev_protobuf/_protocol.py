@@ -49,6 +49,14 @@ if TYPE_CHECKING:
     from gev_core import Config, Connection
     from gev_ringbuffer import RingBuffer
 
+try:  # read by mypyc at build time; never applied to a compiled class
+    from mypy_extensions import mypyc_attr
+except ImportError:  # not a dependency: in pure Python the decorator changes nothing
+
+    def mypyc_attr(*_args: object, **_attrs: object) -> Any:  # type: ignore[misc]
+        return lambda cls: cls
+
+
 __all__ = ["ProtobufProtocol"]
 
 _BYTES_REPLY = (
@@ -69,6 +77,11 @@ def _peer_error(exc: FrameError) -> ProtocolError:
     return ProtocolError(f"protobuf: {exc}")
 
 
+# Compiled where the wheel is: a native class on top of gev-core's interpreted Protocol (mypyc
+# builds it at import time from the base it finds, which is safe as long as that base is not
+# itself compiled: tests/test_compiled.py keeps gev_core._protocol interpreted). Users may
+# still subclass it, hence allow_interpreted_subclasses.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ProtobufProtocol(Protocol):
     """Frames of gev's ``plugins/protobuf``: ``u32 length | u16 type length | type | payload``.
 
@@ -117,10 +130,19 @@ class ProtobufProtocol(Protocol):
         --protobuf-max-frame-size``) and ``protobuf_registry`` (``Server(options=...)``)."""
         options = config.options
         size = options.get("protobuf_max_frame_size")
+        registry = options.get("protobuf_registry")
+        # Checked here, not only in __init__: where this module is compiled, a wrong type is
+        # refused on entry to __init__ in mypyc's words, which name no option.
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
+            raise TypeError(f"protobuf_max_frame_size must be an int, not {type(size).__name__}")
+        if registry is not None and not isinstance(registry, MessageRegistry):
+            raise TypeError(
+                f"protobuf_registry must be a MessageRegistry or None, not {registry!r}"
+            )
         try:
             return cls(
                 max_frame_size=DEFAULT_MAX_FRAME_SIZE if size is None else size,
-                registry=options.get("protobuf_registry"),
+                registry=registry,
             )
         except (TypeError, ValueError) as exc:
             # The messages start with the parameter's name: make it the option's.
