@@ -3,6 +3,7 @@
     python bench/callgrind_echo.py [--servers gev,uvloop,bare-python] [--conns 50] [--size 64]
     python bench/callgrind_echo.py --mode pbframe --servers gev-pb,uvloop
     python bench/callgrind_echo.py --mode ws --servers gev-ws,picows --size 4096
+    python bench/callgrind_echo.py --python ENV/bin/python --no-src-path   # installed wheels
 
 Wall-clock numbers on a shared 2-core machine swing by +-30 %; instruction counts do not. Each
 server runs under ``valgrind --tool=callgrind`` twice, driven by bench's native loadgen for a
@@ -55,17 +56,18 @@ def build_loadgen() -> Path:
 
 
 def one_run(
-    name: str, python: str, seconds: float, conns: int, size: int, mode: str
+    name: str, python: str, seconds: float, conns: int, size: int, mode: str, src_path: bool
 ) -> tuple[int, int]:
     port = free_port()
     cmd = [a.format(python=python, port=port) for a in SERVERS[name]]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "cg.out"
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(p) for p in sorted((ROOT / "packages").glob("*/src"))]
-            + [env.get("PYTHONPATH", "")]
-        )
+        if src_path:
+            env["PYTHONPATH"] = os.pathsep.join(
+                [str(p) for p in sorted((ROOT / "packages").glob("*/src"))]
+                + [env.get("PYTHONPATH", "")]
+            )
         server = subprocess.Popen(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *cmd],
             env=env,
@@ -101,8 +103,9 @@ def one_run(
                 ],
                 capture_output=True,
                 text=True,
-                check=True,
             )
+            if lg.returncode != 0:
+                raise SystemExit(f"loadgen failed against {name}: {lg.stdout}{lg.stderr}")
             msgs = int(json.loads(lg.stdout.strip().splitlines()[-1])["messages"])
         finally:
             server.send_signal(signal.SIGINT)
@@ -126,13 +129,20 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--mode", default="raw", help="loadgen mode: raw, pbframe or ws")
     ap.add_argument("--baseline", default="uvloop", help="server the others are compared with")
+    ap.add_argument(
+        "--no-src-path",
+        action="store_true",
+        help="run the gev code installed in --python's environment (e.g. built wheels), "
+        "not this tree's packages/*/src",
+    )
     ap.add_argument("--short", type=float, default=2.0)
     ap.add_argument("--long", type=float, default=6.0)
     args = ap.parse_args()
     rows = []
     for name in args.servers.split(","):
-        ir1, m1 = one_run(name, args.python, args.short, args.conns, args.size, args.mode)
-        ir2, m2 = one_run(name, args.python, args.long, args.conns, args.size, args.mode)
+        src = not args.no_src_path
+        ir1, m1 = one_run(name, args.python, args.short, args.conns, args.size, args.mode, src)
+        ir2, m2 = one_run(name, args.python, args.long, args.conns, args.size, args.mode, src)
         per = (ir2 - ir1) / max(1, m2 - m1)
         rows.append((name, per, m1, m2))
         print(f"{name:12s} {per:10.0f} instructions/msg  ({m1} and {m2} messages)", flush=True)
