@@ -75,7 +75,8 @@ def one_run(
             stderr=subprocess.DEVNULL,
         )
         try:
-            deadline = time.monotonic() + 120
+            # Generous: a server under valgrind starts ~50x slower, more on a busy machine.
+            deadline = time.monotonic() + 600
             while True:
                 try:
                     socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -99,6 +100,8 @@ def one_run(
                     str(seconds),
                     "--warmup",
                     "0",
+                    "--connect-timeout",
+                    "300",
                     "--json",
                 ],
                 capture_output=True,
