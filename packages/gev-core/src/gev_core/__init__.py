@@ -23,10 +23,10 @@ from ._protocol import DefaultProtocol, LengthFieldProtocol, LineProtocol, Proto
 from ._server import Server, least_connections, round_robin
 from ._workers import serve_workers
 
-#: True when this package runs compiled code (a wheel built with a C compiler, and
-#: ``GEV_PURE_PYTHON`` not set); False for the pure-Python source. See the docs' "Compiled
-#: code" page.
 COMPILED: bool = _compiled.package_is_compiled(__name__)
+"""True when this package runs compiled code (a wheel built with a C compiler, and
+``GEV_PURE_PYTHON`` not set); False for the pure-Python source. See the docs' "Compiled
+code" page."""
 
 __all__ = [
     "COMPILED",

@@ -18,10 +18,10 @@ from gev_ringbuffer._ring import (
     RingBufferOverflow,
 )
 
-#: True when the ring buffer runs as compiled code (a wheel built with a C compiler, and
-#: ``GEV_PURE_PYTHON`` not set); False for the pure-Python source. See the docs' "Compiled
-#: code" page.
 COMPILED: bool = _compiled.package_is_compiled(__name__)
+"""True when this package runs compiled code (a wheel built with a C compiler, and
+``GEV_PURE_PYTHON`` not set); False for the pure-Python source. See the docs' "Compiled
+code" page."""
 
 __all__ = [
     "COMPILED",

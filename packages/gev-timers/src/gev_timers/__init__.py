@@ -13,10 +13,10 @@ from ._reaper import IdleConnection, IdleReaper
 from ._timers import LoopTimers, Timer
 from ._wheel import DEFAULT_SLOTS, DEFAULT_TICK, TimingWheel
 
-#: True when this package runs compiled code (a wheel built with a C compiler, and
-#: ``GEV_PURE_PYTHON`` not set); False for the pure-Python source. See the docs' "Compiled
-#: code" page.
 COMPILED: bool = _compiled.package_is_compiled(__name__)
+"""True when this package runs compiled code (a wheel built with a C compiler, and
+``GEV_PURE_PYTHON`` not set); False for the pure-Python source. See the docs' "Compiled
+code" page."""
 
 __all__ = [
     "COMPILED",

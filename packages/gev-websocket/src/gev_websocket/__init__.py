@@ -26,10 +26,10 @@ from ._protocol import (
 )
 from ._session import Accept, Deflate, Reject, WebSocketSession
 
-#: True when this package runs compiled code (a wheel built with a C compiler, and
-#: ``GEV_PURE_PYTHON`` not set); False for the pure-Python source. See the docs' "Compiled
-#: code" page.
 COMPILED: bool = _compiled.package_is_compiled(__name__)
+"""True when this package runs compiled code (a wheel built with a C compiler, and
+``GEV_PURE_PYTHON`` not set); False for the pure-Python source. See the docs' "Compiled
+code" page."""
 
 __all__ = [
     "COMPILED",
