@@ -16,7 +16,9 @@ logs the reason and closes that connection only.
 
 from __future__ import annotations
 
+import functools
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from gev_ringbuffer import RingBuffer
@@ -75,6 +77,28 @@ class Protocol:
         """Frame a reply (what ``on_message`` returned, or what was given to ``conn.send``)."""
         return data  # type: ignore[no-any-return]
 
+    def shared_packer(self, conn: Connection) -> Callable[[Any], bytes] | None:
+        """A function that frames a message once for many connections, or ``None``.
+
+        Fan-out (one message published to many connections, as gev-pubsub does) asks each
+        connection's protocol for this function, calls it once per message for all the
+        connections that answered with the *same* function object, and writes the same bytes
+        to each of them instead of calling :meth:`pack` per connection.
+
+        Return a function only when framing depends on nothing per connection: it must read and
+        change no connection's state, may be called on any loop's thread, and its bytes must be
+        a valid framing of the message for ``conn`` (normally exactly what ``pack(conn, data)``
+        would return). Return ``None`` -- the default -- when ``pack`` depends on or updates
+        per-connection state (a compression context, a sequence number), or when ``conn``
+        cannot take a message right now; fan-out then calls ``pack(conn, data)`` on the
+        connection's loop thread.
+
+        Called on the connection's loop thread, once per connection per fan-out batch: keep it
+        cheap, and return a function built once (not a new closure per call). The built-in
+        framers return one unless a subclass overrides their ``pack``.
+        """
+        return None
+
     def receive(self, conn: Connection, data: bytes | memoryview, out: list[Any]) -> int:
         """Dispatch every complete frame in ``data``; return the number of bytes consumed.
 
@@ -118,6 +142,16 @@ class DefaultProtocol(Protocol):
             out.append(reply)
         return len(data)
 
+    def shared_packer(self, conn: Connection) -> Callable[[Any], bytes] | None:
+        if type(self).pack is not DefaultProtocol.pack:
+            return None
+        return _raw_bytes
+
+
+def _raw_bytes(data: Any) -> bytes:
+    # DefaultProtocol's framing: none. What pack would write, as one immutable object.
+    return data if type(data) is bytes else bytes(data)
+
 
 _LENGTH_FORMATS = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
@@ -151,6 +185,8 @@ class LengthFieldProtocol(Protocol):
         self._header = struct.Struct(
             ("<" if byteorder == "little" else ">") + _LENGTH_FORMATS[header_size]
         )
+        # Built once: shared_packer must return the same object for every connection.
+        self._shared = functools.partial(self.pack, None)
 
     def _too_big(self, length: int) -> ProtocolError:
         return ProtocolError(f"frame length {length} exceeds max_frame_size {self.max_frame_size}")
@@ -190,7 +226,12 @@ class LengthFieldProtocol(Protocol):
         buffer.virtual_flush()
         return None, body
 
-    def pack(self, conn: Connection, data: Any) -> bytes:
+    def shared_packer(self, conn: Connection) -> Callable[[Any], bytes] | None:
+        if type(self).pack is not LengthFieldProtocol.pack:
+            return None
+        return self._shared
+
+    def pack(self, conn: Connection | None, data: Any) -> bytes:
         length = len(data)
         if length > self.max_frame_size:
             raise ValueError(
@@ -224,6 +265,7 @@ class LineProtocol(Protocol):
         self.max_line_length = max_line_length
         self.append_delimiter = append_delimiter
         self._strip_cr = self.delimiter == b"\n"
+        self._shared = functools.partial(self.pack, None)
 
     def receive(self, conn: Connection, data: bytes | memoryview, out: list[Any]) -> int:
         # bytes.find runs in C: one copy of a view per read, not per line.
@@ -267,7 +309,12 @@ class LineProtocol(Protocol):
             idx -= 1
         return None, raw[:idx]
 
-    def pack(self, conn: Connection, data: Any) -> bytes:
+    def shared_packer(self, conn: Connection) -> Callable[[Any], bytes] | None:
+        if type(self).pack is not LineProtocol.pack:
+            return None
+        return self._shared
+
+    def pack(self, conn: Connection | None, data: Any) -> bytes:
         raw = data.encode() if isinstance(data, str) else bytes(data)
         if self.append_delimiter and not raw.endswith(self.delimiter):
             return raw + self.delimiter
