@@ -23,7 +23,9 @@ cannot be framed) stay what they are and are logged with their traceback.
 from __future__ import annotations
 
 import codecs
+import functools
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gev_core import NEED_MORE_DATA, Protocol, ProtocolError
@@ -113,6 +115,8 @@ class ProtobufProtocol(Protocol):
         # receive()'s one-frame shortcut takes frames up to this length; -1 (none) with a
         # registry, whose parsing lives on the general path. One compare instead of two.
         self._shortcut_max = max_frame_size if registry is None else -1
+        # Built once: shared_packer must hand every connection the same object.
+        self._shared = functools.partial(self.pack, None)
 
     @property
     def max_frame_size(self) -> int:
@@ -286,12 +290,20 @@ class ProtobufProtocol(Protocol):
 
     # ------------------------------------------------------------------ sending
 
-    def pack(self, conn: Connection, data: Any) -> bytes:
+    def shared_packer(self, conn: Connection) -> Callable[[Any], bytes] | None:
+        """Frames do not depend on the connection: fan-out frames each message once."""
+        if type(self).pack is not ProtobufProtocol.pack:
+            return None
+        return self._shared
+
+    def pack(self, conn: Connection | None, data: Any) -> bytes:
         """Frame a reply: ``(type_name, payload_or_message)`` or a protobuf message.
 
         Called on the loop for returned replies and on the caller's thread for
-        ``conn.send``. Raises ``TypeError`` for anything else, bare bytes included, and
-        :class:`~gev_protobuf.FrameError` for a frame the format cannot carry.
+        ``conn.send``. ``conn`` is not used: it is ``None`` when a message is framed once
+        for many connections (:meth:`shared_packer`). Raises ``TypeError`` for anything
+        else, bare bytes included, and :class:`~gev_protobuf.FrameError` for a frame the
+        format cannot carry.
         """
         if isinstance(data, tuple):
             if len(data) != 2:

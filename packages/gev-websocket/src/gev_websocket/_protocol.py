@@ -25,6 +25,7 @@ from gev_core import Connection, ConnectionClosed, Protocol, Server
 from wsproto.connection import ConnectionState
 from wsproto.events import Request
 
+from ._fastpath import build_message
 from ._session import (
     DEFAULT_MAX_HANDSHAKE_SIZE,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -33,6 +34,7 @@ from ._session import (
     Reject,
     WebSocketSession,
 )
+from ._shared import compressed_packer
 
 __all__ = [
     "MessageType",
@@ -331,6 +333,24 @@ class WebSocketProtocol(Protocol):
         if not isinstance(session, WebSocketSession):
             raise ConnectionClosed(f"{conn!r} has no WebSocket session")
         return session.send(data)
+
+    def shared_packer(self, conn: Connection) -> Callable[[Any], bytes] | None:
+        """Frames shared between connections for fan-out (see ``gev_websocket._shared``).
+
+        ``str`` goes out as text, anything else bytes-like as binary, as with :meth:`pack`.
+        ``None`` unless the session is OPEN: a frame before the handshake or after a close
+        frame must not be written, and ``pack`` then writes nothing.
+        """
+        session = conn.state
+        if not isinstance(session, WebSocketSession):
+            return None
+        ws = session._conn
+        if ws is None or ws.state is not _OPEN:
+            return None
+        deflate = session._deflate
+        if deflate is None or not deflate.server_no_context_takeover:
+            return build_message
+        return compressed_packer(deflate.deflate_bits, deflate.compress_level, deflate.mem_level)
 
     # -- closing -------------------------------------------------------------------------
 
