@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from gev_pubsub.testing import RedisServer, redis_server_path
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A fresh redis-server on an ephemeral port (skipped without one, except in CI)."""
+    if redis_server_path() is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("redis-server must be installed in CI (tools/install-system-deps.sh)")
+        pytest.skip("no redis-server on PATH (apt-get install redis-server)")
+    with RedisServer() as server:
+        yield server
