@@ -144,7 +144,8 @@ class RedisBridge:
         self._reader_client: Any = None
         self._last_id: bytes | None = None
         self._seen: collections.OrderedDict[bytes, int] = collections.OrderedDict()
-        self._writer_up = False
+        # The writer connects on its first message: until a write fails, it counts as up.
+        self._writer_up = True
         self._reader_up = False
         self._counters = {
             "sent": 0,
@@ -225,7 +226,7 @@ class RedisBridge:
 
     @property
     def connected(self) -> bool:
-        """Both directions currently talk to Redis."""
+        """The reader is connected to Redis and the last write (if any) went through."""
         return self._writer_up and self._reader_up
 
     def stats(self) -> dict[str, int]:
@@ -263,9 +264,10 @@ class RedisBridge:
         return min(delay * 2, self.reconnect_max)
 
     def _write_loop(self) -> None:
-        # Anything else from the client (a parser confused by a connection cut mid-reply)
-        # counts as a broken connection too: the bridge must outlive every Redis failure.
-        errors = (self._redis.RedisError, OSError, ValueError)
+        # Anything the client raises counts as a broken connection (a parser confused by a
+        # connection cut mid-reply raises ValueError or AttributeError): the bridge must
+        # outlive every Redis failure.
+        errors = Exception
         client = None
         delay = 0.1
         down_since: float | None = None
@@ -287,6 +289,8 @@ class RedisBridge:
                     pipe.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)
                 pipe.execute()
             except errors as exc:
+                if self._stop.is_set():
+                    return
                 # What was sent may or may not have been appended: it is sent again, and
                 # readers drop the duplicates by sequence number.
                 if self._writer_up or down_since is None:
@@ -296,6 +300,7 @@ class RedisBridge:
                         self._where(),
                         exc,
                         self.max_pending,
+                        exc_info=not isinstance(exc, (self._redis.RedisError, OSError)),
                     )
                     down_since = time.monotonic()
                 self._writer_up = False
@@ -329,7 +334,7 @@ class RedisBridge:
             delay = 0.1
 
     def _read_loop(self) -> None:
-        errors = (self._redis.RedisError, OSError, ValueError)
+        errors = Exception  # as in _write_loop
         delay = 0.1
         block_ms = max(1, int(self.block * 1000))
         down_since: float | None = None
@@ -359,6 +364,7 @@ class RedisBridge:
                         "redis bridge to %s: cannot read (%s); reconnecting",
                         self._where(),
                         exc,
+                        exc_info=not isinstance(exc, (self._redis.RedisError, OSError)),
                     )
                     down_since = time.monotonic()
                 self._reader_up = False
