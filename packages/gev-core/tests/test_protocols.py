@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import struct
 import time
+from typing import Any
 
 import pytest
 from gev_core import (
@@ -15,7 +16,7 @@ from gev_core import (
     Protocol,
     ProtocolError,
 )
-from gev_core.testing import connect, feed, recv_exactly, serve
+from gev_core.testing import FakeConnection, connect, feed, recv_exactly, serve
 from gev_ringbuffer import RingBuffer
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -343,3 +344,36 @@ def test_reply_that_is_not_bytes_closes_only_that_connection(caplog, path):
     assert any(r.exc_info and isinstance(r.exc_info[1], TypeError) for r in caplog.records), [
         r.getMessage() for r in caplog.records
     ]
+
+
+# ----------------------------------------------------------------------- shared packers
+
+
+def test_built_in_protocols_share_frames_equal_to_pack() -> None:
+
+    conn: Any = FakeConnection()
+    for protocol, message in (
+        (DefaultProtocol(), b"raw bytes"),
+        (LengthFieldProtocol(header_size=2), b"payload"),
+        (LineProtocol(), "text line"),
+        (LineProtocol(delimiter=b"\r\n"), b"crlf"),
+    ):
+        packer = protocol.shared_packer(conn)
+        assert packer is not None
+        assert protocol.shared_packer(conn) is packer  # one object for every connection
+        assert packer(message) == bytes(protocol.pack(conn, message))
+    assert DefaultProtocol().shared_packer(conn)(bytearray(b"x")) == b"x"  # type: ignore[misc]
+
+
+def test_a_protocol_that_overrides_pack_shares_nothing_by_default() -> None:
+
+    class Numbered(LineProtocol):
+        def pack(self, conn: Any, data: Any) -> bytes:
+            return b"1 " + super().pack(conn, data)
+
+    class Custom(Protocol):
+        pass
+
+    conn: Any = FakeConnection()
+    assert Numbered().shared_packer(conn) is None
+    assert Custom().shared_packer(conn) is None

@@ -588,3 +588,19 @@ def test_a_subclass_can_override_pack_whether_or_not_the_protocol_is_compiled() 
     messages, out = feed(Tagged(), [frames], reply=lambda conn, name, data: ("x", data))
     assert messages == [("a", b"1"), ("b", b"2")]
     assert out == b"<" + pack_message("x", b"1") + b"><" + pack_message("x", b"2") + b">"
+
+
+def test_frames_are_shared_between_connections() -> None:
+    from gev_core.testing import FakeConnection
+
+    protocol = ProtobufProtocol()
+    conn: Any = FakeConnection()
+    packer = protocol.shared_packer(conn)
+    assert packer is not None and protocol.shared_packer(conn) is packer
+    assert packer(("pkg.Msg", b"\x08\x01")) == pack_message("pkg.Msg", b"\x08\x01")
+
+    class PerConnection(ProtobufProtocol):
+        def pack(self, conn: Any, data: Any) -> bytes:
+            return super().pack(conn, data)
+
+    assert PerConnection().shared_packer(conn) is None
