@@ -155,7 +155,7 @@ def test_two_chromium_pages_chat_in_one_room(run_example, tmp_path: Path) -> Non
             match = re.search(r"DevTools listening on (ws://\S+)", line)
             if match:
                 ws_url = match.group(1)
-            elif not line and proc.poll() is not None or time.monotonic() > deadline:
+            elif (not line and proc.poll() is not None) or time.monotonic() > deadline:
                 raise AssertionError(f"Chromium did not start: {''.join(seen)[-2000:]}")
         devtools = DevTools(ws_url)
         base = f"http://127.0.0.1:{port}"

@@ -56,9 +56,7 @@ def hub() -> Iterator[PubSub]:
 
 
 @pytest.mark.parametrize("compression", [False, True], ids=["plain", "deflate-takeover"])
-def test_websocket_subscribers_get_text_and_binary_in_order(
-    hub: PubSub, compression: bool
-) -> None:
+def test_websocket_subscribers_get_text_and_binary_in_order(hub: PubSub, compression: bool) -> None:
     room = Room(hub)
     protocol = WebSocketProtocol(Upgrader(compression=compression))
     with serve(room, protocol=protocol, num_loops=2) as server, contextlib.ExitStack() as stack:

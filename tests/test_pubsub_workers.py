@@ -86,9 +86,7 @@ def one_per_worker(port: int, stack: contextlib.ExitStack) -> dict[int, Any]:
     raise AssertionError(f"60 connections all reached worker(s) {sorted(found)}")
 
 
-def test_publish_on_one_server_reaches_every_worker_of_both(
-    redis_url: str, tmp_path: Path
-) -> None:
+def test_publish_on_one_server_reaches_every_worker_of_both(redis_url: str, tmp_path: Path) -> None:
     with contextlib.ExitStack() as stack:
         port_a = stack.enter_context(chat_server(redis_url, tmp_path / "a.log"))
         port_b = stack.enter_context(chat_server(redis_url, tmp_path / "b.log"))

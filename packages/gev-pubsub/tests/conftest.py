@@ -4,7 +4,6 @@ import os
 from collections.abc import Iterator
 
 import pytest
-
 from gev_pubsub.testing import RedisServer, redis_server_path
 
 

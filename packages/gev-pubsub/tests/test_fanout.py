@@ -13,6 +13,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import gev_pubsub
 import pytest
 from gev_core import (
     Connection,
@@ -25,8 +26,6 @@ from gev_core import (
     get_plugin_manager,
 )
 from gev_core.testing import connect, serve
-
-import gev_pubsub
 from gev_pubsub import PubSub, TopicPolicy
 
 DEADLINE = 30.0
@@ -241,7 +240,8 @@ def test_a_connection_on_several_topics_gets_them_interleaved_in_publish_order(
 
 def test_subscribe_from_another_thread_then_publish_is_delivered(hub: PubSub) -> None:
     class Quiet(Handler):
-        conns: list[Connection] = []
+        def __init__(self) -> None:
+            self.conns: list[Connection] = []
 
         def on_connect(self, conn: Connection) -> None:
             self.conns.append(conn)
@@ -389,7 +389,7 @@ def test_slow_subscriber_is_closed_with_a_logged_reason(
     handler = Subscribing(hub)
     caplog.set_level(logging.WARNING, logger="gev.pubsub")
     with serve(handler, protocol=LineProtocol(max_line_length=1 << 20)) as server:
-        slow = subscriber(server, "t", rcvbuf=4096)
+        slow = subscriber(server, "t", rcvbuf=4096)  # and never reads
         conn = handler.conns[0]
         big = b"y" * 32 * 1024
         for i in range(400):
@@ -398,6 +398,7 @@ def test_slow_subscriber_is_closed_with_a_logged_reason(
                 break
             time.sleep(0.001)
         wait_for(lambda: conn.closing, what="the slow subscriber to be closed")
+        slow.sock.close()
         wait_for(lambda: hub.stats()["subscriptions"] == 0, what="it to leave its topic")
         assert hub.stats()["evicted"] == 1
     assert any(

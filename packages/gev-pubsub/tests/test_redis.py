@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from gev_core import LineProtocol
 from gev_core.testing import serve
-
 from gev_pubsub import PubSub, RedisBridge
 from gev_pubsub.testing import RedisServer
 

@@ -16,9 +16,7 @@ from wsproto.extensions import PerMessageDeflate
 def ws_protocol(upgrader: Upgrader | None = None) -> WebSocketProtocol:
     # No handshake timer: these sessions live on a fake connection, without a loop.
     base = upgrader or Upgrader()
-    return WebSocketProtocol(
-        Upgrader(compression=base.compression, handshake_timeout=None)
-    )
+    return WebSocketProtocol(Upgrader(compression=base.compression, handshake_timeout=None))
 
 
 def connected(protocol: WebSocketProtocol, deflate: bool) -> tuple[Any, Any, FakeConnection]:

@@ -267,9 +267,9 @@ class PubSub:
         return set(fanout.topics_of.get(conn, ()))
 
     def stats(self) -> dict[str, int]:
-        """Counters since creation: ``deliveries`` (message copies written to subscribers), ``dropped`` (copies skipped for slow
-        subscribers), ``evicted`` (slow subscribers closed), ``writes`` (``conn.write``
-        calls), ``subscriptions`` (current, all topics)."""
+        """Counters since creation: ``deliveries`` (message copies written to subscribers),
+        ``dropped`` (copies skipped for slow subscribers), ``evicted`` (slow subscribers
+        closed), ``writes`` (``conn.write`` calls), ``subscriptions`` (current, all topics)."""
         delivered, dropped, evicted, writes = self._retired
         subs = 0
         for fanout in self._fanouts:
@@ -544,10 +544,11 @@ class _LoopFanout:
                         dropped += count
                     continue
                 packer = conn.protocol.shared_packer(conn)
+                data: bytes | None
                 if packer is None:
                     data = self._pack_each(conn, msgs)
                 else:
-                    data = joined.get(packer)  # type: ignore[assignment]
+                    data = joined.get(packer)
                     if data is None:
                         data = joined[packer] = self._frame(packer, msgs, conn)
                 if data:
@@ -580,7 +581,9 @@ class _LoopFanout:
             if not keep:
                 return
             packer = conn.protocol.shared_packer(conn)
-            data = self._pack_each(conn, keep) if packer is None else self._frame(packer, keep, conn)
+            data = (
+                self._pack_each(conn, keep) if packer is None else self._frame(packer, keep, conn)
+            )
             if data:
                 conn.write(data)
                 self.writes += 1

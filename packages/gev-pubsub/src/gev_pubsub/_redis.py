@@ -425,7 +425,9 @@ class RedisBridge:
             try:
                 seq = int(fields[b"n"])
                 topic = fields[b"t"].decode()
-                message = _decode(fields.get(b"k", b""), fields.get(b"d", b""), fields.get(b"x", b""))
+                message = _decode(
+                    fields.get(b"k", b""), fields.get(b"d", b""), fields.get(b"x", b"")
+                )
             except (KeyError, ValueError, UnicodeDecodeError):
                 logger.warning("redis bridge: skipping malformed entry %r", entry_id)
                 continue
