@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 
 import pytest
 from gev_pubsub.testing import RedisServer, redis_server_path
+
+# The tests import their shared helpers (pubsub_support) by name.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture
