@@ -54,9 +54,7 @@ def build() -> Path:
     out.parent.mkdir(exist_ok=True)
     src = BENCH / "fanout.c"
     if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
-        subprocess.run(
-            ["gcc", "-O2", "-Wall", "-Wextra", "-o", str(out), str(src)], check=True
-        )
+        subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-o", str(out), str(src)], check=True)
     return out
 
 
@@ -100,7 +98,7 @@ def one_run(args: argparse.Namespace, name: str, subs: int, inflight: int) -> Re
     port = common.free_port()
     logs = BENCH / ".build" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    log_file = open(logs / f"fanout-{name}-{subs}-{inflight}.log", "ab")
+    log_file = open(logs / f"fanout-{name}-{subs}-{inflight}.log", "ab")  # noqa: SIM115
     server = common.spawn(
         server_cmd(name, args.python, port),
         args.server_cpu,
@@ -196,9 +194,11 @@ def report(results: list[Result], baseline: str) -> str:
         for name, v in rows.items():
             rate_ratio = f"{v['rate'] / base['rate']:.2f}x" if base else ""
             cpu_ratio = f"{v['cpu'] / base['cpu']:.2f}x" if base and base["cpu"] else ""
+            spread = f"{v['lo']:,.0f}-{v['hi']:,.0f}"
+            cpu = f"{v['cpu']:.2f} ({v['user']:.2f}+{v['sys']:.2f})"
             out.append(
-                f"| {subs} | {inflight} | {name} | {v['rate']:,.0f} ({v['lo']:,.0f}-{v['hi']:,.0f})"
-                f" | {v['p50']:.1f} | {v['p99']:.1f} | {v['cpu']:.2f} ({v['user']:.2f}+{v['sys']:.2f})"
+                f"| {subs} | {inflight} | {name} | {v['rate']:,.0f} ({spread})"
+                f" | {v['p50']:.1f} | {v['p99']:.1f} | {cpu}"
                 f" | {v['su']:.0%} | {v['cu']:.0%} | {rate_ratio} | {cpu_ratio} |"
             )
     return "\n".join(out)
@@ -231,7 +231,9 @@ def callgrind_run(
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 600)
             lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
             if proc.returncode != 0 or not lines:
-                raise SystemExit(f"{name}: client failed: {proc.stdout[-500:]} {proc.stderr[-500:]}")
+                raise SystemExit(
+                    f"{name}: client failed: {proc.stdout[-500:]} {proc.stderr[-500:]}"
+                )
             deliveries = int(json.loads(lines[-1])["total_deliveries"])
         finally:
             os.killpg(server.pid, signal.SIGINT)
@@ -301,9 +303,10 @@ def main() -> None:
         for rnd in range(args.repeat):
             for subs in args.subs:
                 for inflight in args.inflight:
-                    order = args.servers[rnd % len(args.servers) :] + args.servers[
-                        : rnd % len(args.servers)
-                    ]
+                    order = (
+                        args.servers[rnd % len(args.servers) :]
+                        + args.servers[: rnd % len(args.servers)]
+                    )
                     for name in order:
                         common.log(f"round {rnd + 1}: {name} subs={subs} inflight={inflight}")
                         res = one_run(args, name, subs, inflight)

@@ -53,7 +53,7 @@ def main() -> None:
     ap.add_argument("--backlog", type=int, default=4096)
     ap.add_argument("--mode", choices=["pubsub", "loop"], default="pubsub")
     args = ap.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     logging.basicConfig(level=logging.WARNING)
     server = new_websocket_server(

@@ -30,6 +30,7 @@ async def main(args):
         max_size=None,
         compression=None,
         ping_interval=None,
+        open_timeout=120,  # thousands of handshakes at once (and under callgrind)
     ) as server:
         await server.serve_forever()
 

@@ -62,8 +62,8 @@ def test_a_publish_reaches_subscribers_on_every_host_once(redis_server: RedisSer
             assert r.lines(1) == [b"from b"]
         time.sleep(0.5)  # anything duplicated through Redis would have arrived by now
         assert local.nothing_more() and all(r.nothing_more() for r in remote)
-        assert bridge_of(hub_b).stats()["received"] == 300
-        assert bridge_of(hub_a).stats()["sent"] == 300
+        wait_for(lambda: bridge_of(hub_b).stats()["received"] == 300, what="B's counter")
+        wait_for(lambda: bridge_of(hub_a).stats()["sent"] == 300, what="A's counter")
 
 
 def test_without_local_first_every_message_takes_the_stream_order(
@@ -93,7 +93,7 @@ def test_without_local_first_every_message_takes_the_stream_order(
         assert seen_a == seen_b  # one order for everybody
         for name in (b"a", b"b"):
             assert [m for m in seen_a if m[:1] == name] == [name + b"%d" % i for i in range(200)]
-        assert bridge_of(hub_a).stats()["received"] == 400
+        wait_for(lambda: bridge_of(hub_a).stats()["received"] == 400, what="the counter")
 
 
 def test_redis_restart_in_the_middle_of_a_stream(redis_server: RedisServer) -> None:

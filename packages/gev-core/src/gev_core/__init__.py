@@ -7,6 +7,7 @@ from . import _compiled
 from .__about__ import __version__
 from ._connection import Connection
 from ._errors import ConnectionClosed, GevError, ProtocolError
+from ._fanout import write_shared
 from ._handler import Handler
 from ._loop import EventLoop
 from ._plugins import (
@@ -53,4 +54,5 @@ __all__ = [
     "least_connections",
     "round_robin",
     "serve_workers",
+    "write_shared",
 ]

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from gev_core import ConnectionClosed
+from gev_core import ConnectionClosed, write_shared
 
 if TYPE_CHECKING:
     from gev_core import Connection, EventLoop
@@ -530,35 +530,30 @@ class _LoopFanout:
         """Write ``msgs`` (all of ``topic``) to each of ``conns``: one write per connection."""
         hub = self.hub
         policy = hub._policies.get(topic, hub._default_policy)
-        mark = policy.water_mark
-        close_slow = policy.slow == "close"
         count = len(msgs)
-        joined: dict[Packer, bytes] = {}
-        delivered = dropped = writes = 0
-        for conn in conns:
+
+        def frame(packer: Packer) -> bytes:
+            return self._frame(packer, msgs)
+
+        written, slow, unshared = write_shared(conns, frame, policy.water_mark)
+        delivered = written * count
+        writes = written
+        for conn in unshared:
             try:
-                if conn.write_buffer_length > mark:
-                    if close_slow:
-                        self._evict(conn, topic, mark)
-                    else:
-                        dropped += count
-                    continue
-                packer = conn.protocol.shared_packer(conn)
-                data: bytes | None
-                if packer is None:
-                    data = self._pack_each(conn, msgs)
-                else:
-                    data = joined.get(packer)
-                    if data is None:
-                        data = joined[packer] = self._frame(packer, msgs, conn)
+                data = self._pack_each(conn, msgs)
                 if data:
                     conn.write(data)
                     writes += 1
                     delivered += count
             except ConnectionClosed:
                 pass  # closing: the close hook takes it out of its topics
+        if slow:
+            if policy.slow == "close":
+                for conn in slow:
+                    self._evict(conn, topic, policy.water_mark)
+            else:
+                self.dropped += count * len(slow)
         self.delivered += delivered
-        self.dropped += dropped
         self.writes += writes
 
     def _send_merged(self, conn: Connection, msgs: list[_Message]) -> None:
@@ -581,9 +576,7 @@ class _LoopFanout:
             if not keep:
                 return
             packer = conn.protocol.shared_packer(conn)
-            data = (
-                self._pack_each(conn, keep) if packer is None else self._frame(packer, keep, conn)
-            )
+            data = self._pack_each(conn, keep) if packer is None else self._frame(packer, keep)
             if data:
                 conn.write(data)
                 self.writes += 1
@@ -591,7 +584,7 @@ class _LoopFanout:
         except ConnectionClosed:
             pass
 
-    def _frame(self, packer: Packer, msgs: list[_Message], conn: Connection) -> bytes:
+    def _frame(self, packer: Packer, msgs: list[_Message]) -> bytes:
         """The frames of ``msgs`` by a shared packer, joined; each framed once per process."""
         frames: list[bytes] = []
         for m in msgs:
@@ -606,9 +599,9 @@ class _LoopFanout:
                         frame = bytes(frame)
                 except Exception:
                     self.hub._log_once(
-                        (type(conn.protocol), type(m.data)),
+                        (packer, type(m.data)),
                         "gev-pubsub: %s cannot frame a %s published to topic %r; not sent",
-                        type(conn.protocol).__name__,
+                        getattr(packer, "__qualname__", None) or repr(packer),
                         type(m.data).__name__,
                         m.topic,
                     )

@@ -1,0 +1,93 @@
+"""One message to many connections of a loop: the reactor's side of fan-out.
+
+Fan-out (gev-pubsub) writes the same bytes to thousands of connections per message; done with
+``conn.write`` per connection, the interpreter work of the public path (thread check, state
+checks, two calls) costs as much as the rest. :func:`write_shared` is that loop written once,
+inside the core, with the connection internals at hand: per connection one call of its
+protocol's ``shared_packer`` and one ``write(2)``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from ._connection import OPEN
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+
+__all__ = ["write_shared"]
+
+Packer = Callable[[Any], bytes]
+
+
+def write_shared(
+    conns: Iterable[Connection],
+    frame: Callable[[Packer], bytes],
+    limit: int,
+) -> tuple[int, list[Connection], list[Connection]]:
+    """Write to each connection the bytes its protocol shares with the others.
+
+    For every open connection of ``conns`` the protocol's
+    :meth:`~gev_core.Protocol.shared_packer` is asked; ``frame(packer)`` is called once per
+    distinct packer and its bytes written to every connection that answered with it (behind
+    any output already pending, with the usual backpressure and ``max_write_buffer`` rules).
+
+    :param conns: connections of one event loop; call this on that loop's thread, outside its
+        I/O dispatch (from a task queued with ``call_soon``/``call_soon_threadsafe`` or a
+        timer), so that replies returned by handlers keep their place before it.
+    :param frame: ``frame(packer) -> bytes``; empty bytes: nothing to write for that packer.
+    :param limit: a connection with more unsent bytes than this gets nothing.
+    :returns: ``(written, slow, unshared)``: how many connections were written to, those
+        skipped for ``limit``, and those whose protocol shares nothing (``shared_packer``
+        returned ``None``: pack for them one by one). Closing and closed connections are
+        skipped silently.
+    :raises RuntimeError: called off the loop thread or during its I/O dispatch.
+    """
+    slow: list[Connection] = []
+    unshared: list[Connection] = []
+    frames: dict[Packer, bytes] = {}
+    write = os.write
+    written = 0
+    loop = None
+    now = 0.0
+    for c in conns:
+        if loop is not c._loop:
+            loop = c._loop
+            if not loop.in_loop_thread() or loop._dispatching:
+                raise RuntimeError(
+                    "write_shared runs on the connections' loop thread, outside I/O dispatch"
+                )
+            now = loop.now
+        if c._state != OPEN:
+            continue
+        out = c._out
+        if out is not None and len(out) > limit:
+            slow.append(c)
+            continue
+        packer = c._protocol.shared_packer(c)
+        if packer is None:
+            unshared.append(c)
+            continue
+        data = frames.get(packer)
+        if data is None:
+            data = frames[packer] = frame(packer)
+        if not data:
+            continue
+        written += 1
+        if out is not None:
+            c._buffer(data, 0)
+            continue
+        try:
+            n = write(c._fd, data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError as exc:
+            c._abort(exc)
+            continue
+        c.last_active = now
+        if n != len(data):
+            c._buffer(data, n)
+    return written, slow, unshared
