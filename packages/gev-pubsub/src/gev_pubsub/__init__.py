@@ -11,12 +11,20 @@ module-level functions use a process-wide default hub (:func:`default_hub`), whi
 
 from __future__ import annotations
 
+# First: with GEV_PURE_PYTHON=1 the modules below are then loaded from their .py source.
+from . import _compiled
 from .__about__ import __version__
 from ._default import default_hub, publish, subscribe, unsubscribe, unsubscribe_all
 from ._hub import DEFAULT_WATER_MARK, Bridge, PubSub, TopicPolicy
 from ._redis import RedisBridge
 
+COMPILED: bool = _compiled.package_is_compiled(__name__)
+"""True when this package runs compiled code (a wheel built with a C compiler, and
+``GEV_PURE_PYTHON`` not set); False for the pure-Python source. See the docs' "Compiled
+code" page."""
+
 __all__ = [
+    "COMPILED",
     "DEFAULT_WATER_MARK",
     "Bridge",
     "PubSub",
