@@ -48,7 +48,7 @@ def render() -> str:
         if not name.startswith("gev_"):
             continue
         out.append(f"## `{signature(fn)}`{flags(fn)}\n")
-        out.append(f"```python\n{full_signature(fn)}\n```\n")
+        out.append(f"<!-- snippet: signature -->\n```python\n{full_signature(fn)}\n```\n")
         out.append(inspect.cleandoc(fn.__doc__ or "") + "\n")
     return "\n".join(out)
 

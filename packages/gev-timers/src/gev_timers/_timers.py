@@ -261,7 +261,8 @@ class LoopTimers:
         A delay <= 0 runs it in the next :meth:`run_due`. Callable from any
         thread.
 
-        :raises ValueError, OverflowError: if *delay* is NaN or infinite.
+        :raises ValueError: if *delay* is NaN.
+        :raises OverflowError: if *delay* is infinite.
         """
         # This is the hot path: everything is inlined, including the wheel's
         # level-0/1 slot lookup (TimingWheel.bucket_for is the general case).
@@ -291,7 +292,8 @@ class LoopTimers:
 
         Callable from any thread.
 
-        :raises ValueError, OverflowError: if *when* is NaN or infinite.
+        :raises ValueError: if *when* is NaN.
+        :raises OverflowError: if *when* is infinite.
         """
         # Same fast path as run_after; duplicated to save a call layer.
         t = Timer()

@@ -1,0 +1,81 @@
+"""Griffe extension: turn the Sphinx roles of our docstrings into mkdocstrings cross-references.
+
+The docstrings are written in reST field style (``:param x:``), which mkdocstrings' Sphinx parser
+reads; inline roles such as ``:class:`~gev_core.Server``` it leaves as text. This rewrites each
+role into a link (``[`Server`][gev_core.Server]``) when the target resolves to one of our objects,
+and into inline code otherwise, so a role never shows up raw and never breaks the strict build.
+Private module paths (``gev_core._server.Server``) are mapped to the public name the package
+re-exports, which is where the reference renders it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import griffe
+
+ROLE = re.compile(r":(?:py:)?(class|func|meth|attr|data|exc|mod|obj|const):`([^`]+)`")
+_PACKAGES = Path(__file__).resolve().parent.parent / "packages"
+#: Import names of the monorepo's packages: only their objects are rendered, so only they link.
+OURS = frozenset(p.parent.name for p in _PACKAGES.glob("*/src/*/__init__.py"))
+
+
+def _ours(path: str) -> bool:
+    return path.split(".", 1)[0] in OURS
+
+
+class SphinxRoles(griffe.Extension):
+    def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
+        self._walk(pkg, pkg, set())
+
+    def _walk(self, obj: griffe.Object, pkg: griffe.Module, seen: set[str]) -> None:
+        if obj.path in seen:
+            return
+        seen.add(obj.path)
+        if obj.docstring is not None:
+            obj.docstring.value = ROLE.sub(lambda m: self._link(obj, pkg, m), obj.docstring.value)
+        for member in obj.members.values():
+            if not member.is_alias:
+                self._walk(member, pkg, seen)  # type: ignore[arg-type]
+
+    def _link(self, obj: griffe.Object, pkg: griffe.Module, m: re.Match[str]) -> str:
+        role, text = m.groups()
+        title, _, explicit = text.partition(" <")
+        target = explicit.rstrip(">") if explicit else title
+        short = target.startswith("~")
+        target = target.lstrip("~.")
+        label = target.rsplit(".", 1)[-1] if short else title.lstrip("~.")
+        if role in ("func", "meth"):
+            label += "()"
+        path = self._resolve(obj, target)
+        if path is None:
+            return f"`{label}`"
+        return f"[`{label}`][{self._public(pkg, path)}]"
+
+    @staticmethod
+    def _resolve(obj: griffe.Object, target: str) -> str | None:
+        if "." in target and _ours(target):
+            return target
+        scope: griffe.Object | None = obj
+        while scope is not None:
+            try:
+                path = scope.resolve(target)
+            except (griffe.NameResolutionError, Exception):
+                path = None
+            if path and _ours(path):
+                return path
+            scope = scope.parent
+        return None
+
+    @staticmethod
+    def _public(pkg: griffe.Module, path: str) -> str:
+        # gev_core._server.Server.stop -> gev_core.Server.stop when gev_core exports Server.
+        parts = path.split(".")
+        for i, part in enumerate(parts[1:], start=1):
+            if part.startswith("_") and not part.startswith("__") and i + 1 < len(parts):
+                name = parts[i + 1]
+                if parts[0] == pkg.name and name in (pkg.exports or ()):
+                    return ".".join([parts[0], *parts[i + 1 :]])
+        return path
