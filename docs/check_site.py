@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import gen_ref  # noqa: E402
+import gen_ref
 
 
 def main(site: Path) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 import mkdocs_gen_files
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import gen_ref  # noqa: E402
+import gen_ref
 
 for path, text in gen_ref.pages().items():
     with mkdocs_gen_files.open(path, "w") as f:

@@ -62,9 +62,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: pytest brings tomli along
+    import tomli as tomllib  # type: ignore[no-redef]
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,7 +91,7 @@ _INSTALL = re.compile(r"\b(pip|uv)\b[^\n]*\binstall\b")
 
 def doc_files() -> list[Path]:
     """The Markdown files whose code blocks are tested."""
-    return sorted((ROOT / "docs").rglob("*.md")) + [ROOT / "README.md"]
+    return [*sorted((ROOT / "docs").rglob("*.md")), ROOT / "README.md"]
 
 
 @dataclass
@@ -214,7 +218,9 @@ def check_static(block: Block) -> None:
         "signature": block.lang in PYTHON,
     }
     if not allowed.get(block.mode, False):
-        raise SnippetError(f"{block.where}: directive {block.mode!r} does not apply to {block.lang}")
+        raise SnippetError(
+            f"{block.where}: directive {block.mode!r} does not apply to {block.lang}"
+        )
     if "venv" in block.flags and block.lang not in SHELL:
         raise SnippetError(f"{block.where}: 'venv' applies to shell blocks only")
 

@@ -77,7 +77,7 @@ def test_chromium_exchanges_text_and_binary_and_closes_cleanly(tmp_path: Path) -
     if browser is None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("Chromium must be installed in CI (.ci/run installs it)")
-        pytest.skip("no Chromium on PATH (apt-get install chromium)")
+        pytest.skip("no Chromium on PATH; run: bash tools/install-system-deps.sh")
 
     reports: list[str] = []
     reported = threading.Event()

@@ -1,33 +1,44 @@
 #!/usr/bin/env bash
-# Debian packages that the builds and tests need, installed with apt-get when missing (CI runs
-# this from .ci/run; on a developer machine the tests that need one skip with a message instead).
-# On a machine without apt-get (macOS) it only reports what is missing.
+# Install the Debian packages the builds and tests need (real components, not mocks), each only
+# when it is missing. Called by .ci/run; run it by hand on a fresh Debian/Ubuntu machine too.
 #
-#   gcc           the compiled build: mypyc's C output and gev-websocket's unmask kernel
-#   chromium      the browser tests (tests/test_browser.py, tests/test_examples_pubsub.py)
-#   redis-server  gev-pubsub's Redis bridge tests (started by the tests on an ephemeral port)
+#   bash tools/install-system-deps.sh          # install what is missing
+#   bash tools/install-system-deps.sh --check  # list what is missing, install nothing (exit 1 if any)
+#
+# One package per line in PACKAGES, with what needs it. A test whose program is missing skips
+# with a message pointing here, except under CI=true, where it fails. On a machine without
+# apt-get (macOS) this only reports what is missing.
 set -euo pipefail
 
 PACKAGES=(
-  gcc
-  chromium
-  redis-server
+  gcc       # the compiled build: mypyc's C output and gev-websocket's unmask kernel
+  chromium  # tests/test_browser.py, tests/test_examples_pubsub.py: a real browser
+  redis-server  # gev-pubsub's Redis bridge tests (started by the tests on an ephemeral port)
+  haproxy   # docs/how-to/tls.md: TLS terminated in front of a gev server
+  openssl   # docs/how-to/tls.md: a self-signed certificate for it
 )
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  installed "$pkg" || missing+=("$pkg")
 done
+
+if [ "${1:-}" = "--check" ]; then
+  if [ ${#missing[@]} -eq 0 ]; then echo "all present: ${PACKAGES[*]}"; exit 0; fi
+  echo "missing: ${missing[*]}"; exit 1
+fi
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "== system packages: all present (${PACKAGES[*]})"
+  echo "[system-deps] all present: ${PACKAGES[*]}"
   exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
-  echo "install-system-deps: please install: ${missing[*]}" >&2
+  echo "[system-deps] please install: ${missing[*]}" >&2
   exit 0
 fi
-echo "== installing system packages: ${missing[*]}"
-SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-export DEBIAN_FRONTEND=noninteractive
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "[system-deps] installing: ${missing[*]}"
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("gev.plugins")
 
+#: Marks a plugin's hook implementations: ``@hookimpl`` above ``def gev_register_protocols()``.
 hookimpl = pluggy.HookimplMarker(NAME)
 
 #: Answer of :func:`~gev_core.hookspecs.gev_select_protocol` meaning "ask me again with more bytes".

@@ -59,6 +59,7 @@ __all__ = [
     "scan_frames",
 ]
 
+#: What the framing functions accept as input: any contiguous buffer of bytes.
 BytesLike: TypeAlias = bytes | bytearray | memoryview
 """Any contiguous bytes-like object accepted as input."""
 

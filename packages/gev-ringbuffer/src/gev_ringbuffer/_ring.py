@@ -50,6 +50,7 @@ __all__ = [
     "RingBufferOverflow",
 ]
 
+#: What the buffer accepts as input: any contiguous buffer of bytes.
 BytesLike: TypeAlias = bytes | bytearray | memoryview
 
 #: Size of the first allocation of a buffer created with ``capacity=0``.

@@ -1,4 +1,10 @@
-"""Griffe extension: turn the Sphinx roles of our docstrings into mkdocstrings cross-references.
+"""Griffe extensions that read our Sphinx-flavoured source the way Sphinx would.
+
+``SphinxComments``: ``#:`` comments right above an assignment (or after it on the same line) are
+that attribute's documentation, as for Sphinx's autodoc (``#: The bound port.``); griffe only
+knows docstrings below the assignment.
+
+``SphinxRoles``: turn the Sphinx roles of our docstrings into mkdocstrings cross-references.
 
 The docstrings are written in reST field style (``:param x:``), which mkdocstrings' Sphinx parser
 reads; inline roles such as ``:class:`~gev_core.Server``` it leaves as text. This rewrites each
@@ -10,7 +16,9 @@ re-exports, which is where the reference renders it.
 
 from __future__ import annotations
 
+import ast
 import re
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +87,34 @@ class SphinxRoles(griffe.Extension):
                 if parts[0] == pkg.name and name in (pkg.exports or ()):
                     return ".".join([parts[0], *parts[i + 1 :]])
         return path
+
+
+@cache
+def _lines(path: str) -> list[str]:
+    return Path(path).read_text().splitlines()
+
+
+class SphinxComments(griffe.Extension):
+    def on_attribute_instance(
+        self, *, node: ast.AST | griffe.ObjectNode, attr: griffe.Attribute, **kwargs: Any
+    ) -> None:
+        if attr.docstring is not None or not isinstance(node, (ast.Assign, ast.AnnAssign)):
+            return
+        try:
+            lines = _lines(str(attr.filepath))
+        except (OSError, TypeError):
+            return
+        first = node.lineno - 1
+        comment: list[str] = []
+        i = first - 1
+        while i >= 0 and lines[i].strip().startswith("#:"):
+            comment.insert(0, lines[i].strip()[2:].strip())
+            i -= 1
+        if not comment:
+            _, sep, trailing = lines[first].partition("#:")
+            if sep:
+                comment = [trailing.strip()]
+        if comment:
+            attr.docstring = griffe.Docstring(
+                "\n".join(comment), lineno=i + 2, endlineno=first, parent=attr
+            )
