@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import doctest
+import errno
 import gc
 import io
 import json
@@ -24,9 +25,11 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from typing import Any
 
 NAMESPACE: dict[str, Any] = {"__name__": "__main__"}
+_PROXIES = (weakref.ProxyType, weakref.CallableProxyType)
 DOC_PORTS: set[int] = set()
 RUNNING: list[tuple[str, threading.Thread, list[BaseException]]] = []
 
@@ -135,6 +138,8 @@ def op_exec(req: dict[str, Any]) -> None:
     problems = []
     if errors:
         problems.append("".join(traceback.format_exception(errors[0])))
+        if isinstance(errors[0], OSError) and errors[0].errno == errno.EADDRINUSE:
+            problems.append("an earlier block of the page serves this port: use another one")
     if status == "timeout":
         problems.append(
             f"neither finished nor listened on a documented port within {req['timeout']:.0f} s"
@@ -160,12 +165,20 @@ def op_stop() -> None:
     except ImportError:
         Server = None  # type: ignore[assignment,misc]
     if Server is not None:
+        servers = []
         for obj in gc.get_objects():
-            if isinstance(obj, Server) and obj._started.is_set() and not obj._stopped.is_set():
-                try:
-                    obj.stop(timeout=5)
-                except Exception:
-                    problems.append("Server.stop() failed:\n" + traceback.format_exc())
+            try:
+                if type(obj) in _PROXIES or not isinstance(obj, Server):
+                    continue
+            except ReferenceError:
+                continue
+            if obj._started.is_set() and not obj._stopped.is_set():
+                servers.append(obj)
+        for server in servers:
+            try:
+                server.stop(timeout=5)
+            except Exception:
+                problems.append("Server.stop() failed:\n" + traceback.format_exc())
     for where, thread, errors in RUNNING:
         thread.join(30)
         if thread.is_alive():
@@ -191,13 +204,16 @@ def main() -> None:
     sys.stdout = CAPTURE  # type: ignore[assignment]
     for line in sys.stdin:
         req = json.loads(line)
-        if req["op"] == "ports":
-            DOC_PORTS.update(req["ports"])
-            reply(status="ok")
-        elif req["op"] == "exec":
-            op_exec(req)
-        elif req["op"] == "stop":
-            op_stop()
+        try:
+            if req["op"] == "ports":
+                DOC_PORTS.update(req["ports"])
+                reply(status="ok")
+            elif req["op"] == "exec":
+                op_exec(req)
+            elif req["op"] == "stop":
+                op_stop()
+        except Exception:
+            reply(status="error", error="the docs test harness failed:\n" + traceback.format_exc())
 
 
 if __name__ == "__main__":

@@ -12,13 +12,13 @@ Conventions (docs/contributing.md has the same text for writers):
   and first on ``sys.path``. That directory is a fresh copy of the repository, so shell
   commands written for the repository root (``python examples/echo.py``) work as shown.
 * **Servers.** A block may start a server and block in ``start()`` (``Server(...).start()``,
-  ``gev serve ...``): once it listens, the next block runs while it keeps serving. Every server
-  of a section (the text up to the next heading) is stopped when the section ends, with
-  ``Server.stop()`` or SIGTERM; it must then stop cleanly. Servers listen on the page's
-  *documented ports*: the numbers 1833-1839, 8000, 8080, 8443 and 9001-9009 written anywhere
-  in a page's blocks are replaced, per page, by free ephemeral ports, so every server and client
-  of the page agree and nothing collides with other tests. A block that listens on any other
-  port (an address left to its default, say) fails.
+  ``gev serve ...``): once it listens, the next block runs while it keeps serving. Servers keep
+  running until the page ends; then they are stopped with ``Server.stop()`` or SIGTERM, and must
+  stop cleanly. Servers listen on the page's *documented ports*: the numbers 1833-1839, 8000,
+  8080, 8443 and 9001-9009 written anywhere in a page's blocks are replaced, per page, by free
+  ephemeral ports, so every server and client of the page agree and nothing collides with other
+  tests. Give each server of a page a port of its own (1833, then 1834, ...). A block that
+  listens on any other port (an address left to its default, say) fails.
 * **Errors.** A Python block fails on an exception, and on a record at ERROR or above logged
   while it ran (a handler that raised is logged, not raised). A shell block fails on a non-zero
   exit status (``bash -eu -o pipefail``).
@@ -37,7 +37,7 @@ Conventions (docs/contributing.md has the same text for writers):
     must appear in it, in order (``...`` matches anything).
   - ``signature`` (Python) -- a ``def`` line without a body (the hook reference): compiled only.
   - ``requires=CMD[,CMD]`` -- the block needs these programs (haproxy, openssl, ...): without
-    them the rest of the section is skipped, except under ``CI=true``, where it fails
+    them the rest of the section (up to the next heading) is skipped, except under ``CI=true``, where it fails
     (``tools/install-system-deps.sh`` installs them).
   - ``timeout=SECONDS`` -- instead of 120 s (600 s with ``venv``).
   - ``skip REASON`` -- not run; reported as a skipped test with the reason. For code that cannot
@@ -221,7 +221,7 @@ def check_static(block: Block) -> None:
         raise SnippetError(
             f"{block.where}: directive {block.mode!r} does not apply to {block.lang}"
         )
-    if "venv" in block.flags and block.lang not in SHELL:
+    if "venv" in block.flags and block.lang not in SHELL | {"console"}:
         raise SnippetError(f"{block.where}: 'venv' applies to shell blocks only")
 
 
@@ -418,7 +418,7 @@ class PageRun:
 
     # ---------------------------------------------------------------------------- sections
 
-    def end_section(self) -> None:
+    def stop_servers(self) -> None:
         problems = []
         if self.kernel is not None:
             reply = self.kernel_call({"op": "stop"}, 60)
@@ -505,7 +505,7 @@ class PageRun:
         ci = ci_commands()
         for command in shell_commands(block.code):
             for part in re.split(r"&&|\|\||;", command):
-                words = shlex.split(part)
+                words = shlex.split(part, comments=True)
                 if words and not any(_is_subsequence(words, c) for c in ci):
                     raise SnippetError(f"{block.where}: .ci/run does not run {part.strip()!r}")
 
@@ -544,14 +544,18 @@ class PageRun:
                 start_new_session=True,
             )
             self.background.append((block, proc, log))
+            # The ports the block names, or else any documented port it opens (one given in a
+            # file that an earlier block wrote).
             ports = self.named_ports(block.code)
-            if not ports:
-                raise SnippetError(f"{block.where}: a 'serve' block must name a documented port")
+            closed = [p for p in self.ports.values() if not port_open(p)]
             deadline = time.monotonic() + timeout
-            while not all(port_open(p) for p in ports):
+            while not (
+                all(port_open(p) for p in ports) if ports else any(port_open(p) for p in closed)
+            ):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise SnippetError(
-                        f"{block.where}: not listening on {ports} (exit status {proc.poll()}):\n"
+                        f"{block.where}: not listening on {ports or 'a documented port'}"
+                        f" (exit status {proc.poll()}):\n"
                         + log.read_text()[-3000:]
                     )
                 time.sleep(0.1)
@@ -594,13 +598,8 @@ def run_page(path: Path, tmp: Path) -> list[str]:
     page = PageRun(path, tmp)
     skipped: list[str] = []
     try:
-        section = None
         skip_section: int | None = None
         for block in parse(path):
-            if block.section != section:
-                if section is not None:
-                    page.end_section()
-                section = block.section
             if skip_section == block.section:
                 continue
             missing = page.missing(block)
@@ -615,7 +614,7 @@ def run_page(path: Path, tmp: Path) -> list[str]:
                 skipped.append(f"{block.where}: {block.arg}")
                 continue
             page.run(block)
-        page.end_section()
+        page.stop_servers()
     finally:
         page.close()
     return skipped
