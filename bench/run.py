@@ -134,16 +134,21 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("unix50x64", "raw", 50, 64, 1, "unix"),
         Scenario("unix50x4k", "raw", 50, 4096, 1, "unix"),
         Scenario("1000x64", "raw", 1000, 64, 1, "tcp"),
+        Scenario("2000x64", "raw", 2000, 64, 1, "tcp"),
         Scenario("pb50x64", "pbframe", 50, 64, 1, "pb"),
         Scenario("ws50x64", "ws", 50, 64, 1, "ws"),
         Scenario("ws50x4k", "ws", 50, 4096, 1, "ws"),
+        Scenario("ws500x64", "ws", 500, 64, 1, "ws"),
+        Scenario("ws2000x64", "ws", 2000, 64, 1, "ws"),
         Scenario("memory", "hold", 10000, 32, 1, "any"),
     ]
 }
 # Not run unless asked for: memory (slow), 1000x64 (for the idle-reaping overhead comparison)
-# and the Unix-socket echo (recorded next to TCP loopback when asked for).
+# and the connection-scaling points of the charts (2000x64, ws500x64, ws2000x64), and the
+# Unix-socket echo (recorded next to TCP loopback when asked for).
+EXTRA_SCENARIOS = ("memory", "1000x64", "2000x64", "ws500x64", "ws2000x64")
 DEFAULT_SCENARIOS = [
-    s for s in SCENARIOS if s not in ("memory", "1000x64") and not SCENARIOS[s].unix
+    s for s in SCENARIOS if s not in EXTRA_SCENARIOS and not SCENARIOS[s].unix
 ]
 
 # --------------------------------------------------------------------------
@@ -824,7 +829,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--scenarios",
         help="comma-separated scenario names "
-        f"(default: {','.join(DEFAULT_SCENARIOS)}; also: memory, 1000x64)",
+        f"(default: {','.join(DEFAULT_SCENARIOS)};"
+        f" also: {','.join(s for s in SCENARIOS if s not in DEFAULT_SCENARIOS)})",
     )
     ap.add_argument(
         "--server",
@@ -868,6 +874,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--cc", default=os.environ.get("CC", "gcc"), help="C compiler")
     ap.add_argument("--list", action="store_true", help="list servers and scenarios and exit")
+    ap.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the arguments and print the plan (servers, scenarios, rounds), run nothing",
+    )
     args = ap.parse_args(argv)
 
     servers = dict(SERVERS)
@@ -916,19 +927,6 @@ def main(argv: list[str] | None = None) -> int:
         if c >= ncpu:
             raise SystemExit(f"CPU {c} does not exist (this machine has {ncpu})")
 
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    build(args.cc)
-
-    if args.sched == "fifo":
-        # the driver itself runs above server and loadgen so that it samples
-        # /proc right when loadgen announces the window
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(min(args.prio + 10, 99)))
-        except OSError as e:
-            log(f"warning: cannot use SCHED_FIFO ({e}); falling back to --sched normal")
-            args.sched = "normal"
-
     # jobs: round-robin, rotating the server order each round
     plan = []
     for rnd in range(args.repeat):
@@ -950,6 +948,23 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     est = sum((args.warmup + args.duration + 1.5) if sc.mode != "hold" else 15 for _, sc, _ in plan)
     log(f"{len(plan)} runs, about {est / 60:.1f} min")
+    if args.dry_run:
+        for rnd, sc, s in plan:
+            print(f"r{rnd} {sc.name} {s}")
+        return 0
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    build(args.cc)
+
+    if args.sched == "fifo":
+        # the driver itself runs above server and loadgen so that it samples
+        # /proc right when loadgen announces the window
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(min(args.prio + 10, 99)))
+        except OSError as e:
+            log(f"warning: cannot use SCHED_FIFO ({e}); falling back to --sched normal")
+            args.sched = "normal"
 
     runner = Runner(args, servers)
     results: list[RunResult] = []
@@ -1024,7 +1039,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(
-                {"env": info, "argv": sys.argv, "results": [r.__dict__ for r in results]},
+                {
+                    "env": info,
+                    "argv": sys.argv,
+                    "command": shlex.join(shown),
+                    "date": datetime.datetime.now().isoformat(timespec="seconds"),
+                    "sched": args.sched,
+                    "server_cpu": fmt_cpus(args.server_cpu),
+                    "client_cpu": fmt_cpus(args.client_cpu),
+                    "scenarios": {n: SCENARIOS[n].__dict__ for n in sel_scen},
+                    "results": [r.__dict__ for r in results],
+                },
                 f,
                 indent=1,
                 default=list,

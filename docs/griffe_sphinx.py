@@ -30,6 +30,10 @@ _PACKAGES = Path(__file__).resolve().parent.parent / "packages"
 OURS = frozenset(p.parent.name for p in _PACKAGES.glob("*/src/*/__init__.py"))
 
 
+#: Modules the API reference does not render (the hook reference covers them): no link target.
+_NOT_RENDERED = {"hookspecs", "plugin"}
+
+
 def _ours(path: str) -> bool:
     return path.split(".", 1)[0] in OURS
 
@@ -58,7 +62,7 @@ class SphinxRoles(griffe.Extension):
         if role in ("func", "meth"):
             label += "()"
         path = self._resolve(obj, target)
-        if path is None:
+        if path is None or _NOT_RENDERED & set(path.split(".")):
             return f"`{label}`"
         return f"[`{label}`][{self._public(pkg, path)}]"
 

@@ -33,12 +33,14 @@ Conventions (docs/contributing.md has the same text for writers):
     blocks that install packages must use it: the test environment is never modified.
   - ``ci`` (shell) -- too slow or too recursive to run here (``hatch test``): every command must
     be one that ``.ci/run`` executes (same words, in order; ``$PY`` stands for ``python``).
+  - ``dry-run`` (shell) -- a long-running tool (a benchmark): each command is run with
+    ``--dry-run`` appended, which must check every argument and exit 0 without doing the work.
   - ``output`` (``text``) -- expected output of the previous block that ran: each non-blank line
     must appear in it, in order (``...`` matches anything).
   - ``signature`` (Python) -- a ``def`` line without a body (the hook reference): compiled only.
   - ``requires=CMD[,CMD]`` -- the block needs these programs (haproxy, openssl, ...): without
-    them the rest of the section (up to the next heading) is skipped, except under ``CI=true``, where it fails
-    (``tools/install-system-deps.sh`` installs them).
+    them the rest of the section (up to the next heading) is skipped, except under ``CI=true``,
+    where it fails (``tools/install-system-deps.sh`` installs them).
   - ``timeout=SECONDS`` -- instead of 120 s (600 s with ``venv``).
   - ``skip REASON`` -- not run; reported as a skipped test with the reason. For code that cannot
     run here at all (another language's toolchain); never for code that merely fails.
@@ -80,7 +82,7 @@ _PORT_RE = re.compile(r"(?<![\d.])(" + "|".join(map(str, DOC_PORTS)) + r")(?!\d)
 PYTHON = {"python", "py"}
 SHELL = {"bash", "sh", "shell"}
 KNOWN = PYTHON | SHELL | {"pycon", "console", "toml", "json", "text"}
-MODES = {"run", "file", "serve", "venv", "ci", "output", "signature", "skip"}
+MODES = {"run", "file", "serve", "venv", "ci", "dry-run", "output", "signature", "skip"}
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`]*)$")
 _DIRECTIVE = re.compile(r"^\s*<!--\s*snippet:\s*(?P<args>.*?)\s*-->\s*$")
@@ -214,6 +216,7 @@ def check_static(block: Block) -> None:
         "file": True,
         "serve": block.lang in SHELL,
         "ci": block.lang in SHELL,
+        "dry-run": block.lang in SHELL,
         "output": block.lang == "text",
         "signature": block.lang in PYTHON,
     }
@@ -473,6 +476,9 @@ class PageRun:
             compile(code.rstrip() + ":\n    ...\n", block.where, "exec")
         elif block.mode == "ci":
             self.check_ci(block)
+        elif block.mode == "dry-run":
+            dry = "\n".join(f"{c} --dry-run" for c in shell_commands(code))
+            self.run_shell(block, dry, timeout)
         elif block.mode == "output":
             expect_lines(block.code, self.last_output, block.where)
         elif block.lang in PYTHON or block.lang == "pycon":
