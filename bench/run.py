@@ -808,6 +808,21 @@ def env_info(python: str) -> dict:
 # main
 
 
+def portable(words: list[str]) -> list[str]:
+    """A command as recorded in reports: paths inside the repository made relative to it, other
+    absolute paths (an interpreter, a temporary file) cut to their last component."""
+    out = []
+    for word in words:
+        path = Path(word)
+        if path.is_absolute():
+            try:
+                word = str(path.resolve().relative_to(ROOT))
+            except ValueError:
+                word = path.name
+        out.append(word)
+    return out
+
+
 def parse_server_override(spec: str) -> tuple[str, dict]:
     """NAME[:tag,tag]=CMD  (CMD is split like a shell would)."""
     if "=" not in spec:
@@ -998,6 +1013,7 @@ def main(argv: list[str] | None = None) -> int:
     shown = ["python", os.path.relpath(__file__, ROOT)] + (
         argv if argv is not None else sys.argv[1:]
     )
+    shown = portable(shown)
     lines.append("Command (from the repository root): `" + shlex.join(shown) + "`")
     lines.append("")
     pk = ", ".join(f"{k} {v}" for k, v in info.get("packages", {}).items()) or "none"
@@ -1041,7 +1057,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(
                 {
                     "env": info,
-                    "argv": sys.argv,
+                    "argv": portable(sys.argv),
                     "command": shlex.join(shown),
                     "date": datetime.datetime.now().isoformat(timespec="seconds"),
                     "sched": args.sched,
