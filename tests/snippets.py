@@ -26,8 +26,9 @@ Conventions (docs/contributing.md has the same text for writers):
 
   - ``file PATH`` -- write the block to PATH in the page's directory instead of running it
     (Python is compiled, TOML parsed, JSON loaded first). Later blocks use it.
-  - ``serve`` (shell) -- run in the background; it must listen on every documented port it
-    names and keep running until the section ends.
+  - ``serve`` (shell) -- run in the background; it must listen on every documented port and
+    every ``unix:PATH`` socket it names (or, naming none, on some documented port), and keep
+    running until the page ends.
   - ``venv`` (shell, combinable with ``serve``) -- run with a fresh virtual environment of the
     page first on ``PATH`` (``python`` and ``pip`` are its own; no gev package installed). Shell
     blocks that install packages must use it: the test environment is never modified.
@@ -243,6 +244,21 @@ def port_open(port: int) -> bool:
         return True
     except OSError:
         return False
+
+
+def unix_open(address: str) -> bool:
+    """Whether something accepts on a Unix socket: a path, or ``@name`` (Linux abstract)."""
+    target = "\0" + address[1:] if address.startswith("@") else address
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(0.5)
+            s.connect(target)
+        return True
+    except OSError:
+        return False
+
+
+_UNIX_RE = re.compile(r"\bunix:([^\s'\"]+)")
 
 
 def copy_repository(dest: Path) -> None:
@@ -553,14 +569,19 @@ class PageRun:
             # The ports the block names, or else any documented port it opens (one given in a
             # file that an earlier block wrote).
             ports = self.named_ports(block.code)
+            sockets = _UNIX_RE.findall(code)
             closed = [p for p in self.ports.values() if not port_open(p)]
+
+            def listening() -> bool:
+                if ports or sockets:
+                    return all(map(port_open, ports)) and all(map(unix_open, sockets))
+                return any(map(port_open, closed))
+
             deadline = time.monotonic() + timeout
-            while not (
-                all(port_open(p) for p in ports) if ports else any(port_open(p) for p in closed)
-            ):
+            while not listening():
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise SnippetError(
-                        f"{block.where}: not listening on {ports or 'a documented port'}"
+                        f"{block.where}: not listening on {ports + sockets or 'a documented port'}"
                         f" (exit status {proc.poll()}):\n"
                         + log.read_text()[-3000:]
                     )
