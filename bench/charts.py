@@ -141,6 +141,12 @@ def caption(runs: list[dict[str, Any]], width_in: float = 12.0) -> str:
             f"{env.get('cpu', '?')}, {env.get('cpus', '?')} CPUs, kernel {env.get('kernel', '?')};"
             f" {env.get('impl', 'python')} {env.get('python', '?')}"
         )
+        compiled = env.get("gev_compiled") or {}
+        if compiled:
+            built = sorted(k for k, v in compiled.items() if v)
+            machine += "; gev " + (
+                f"compiled ({', '.join(built)})" if built else "pure Python (no compiled module)"
+            )
         when = f" ({src['date'][:10]})" if src["date"] else ""
         lines.append(f"{machine}{when}")
         lines.append(f"$ {_clean(src['command'])}")

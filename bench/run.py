@@ -767,7 +767,7 @@ def report_scenario(
     return "\n".join(out)
 
 
-def env_info(python: str) -> dict:
+def env_info(python: str, env: dict[str, str] | None = None) -> dict:
     info = {}
     try:
         with open("/proc/cpuinfo") as f:
@@ -786,11 +786,17 @@ def env_info(python: str) -> dict:
         "for p in ('uvloop', 'picows', 'websockets', 'wsproto', 'aiofastnet'):\n"
         "    try: v[p] = metadata.version(p)\n"
         "    except Exception: pass\n"
+        "gev = {}\n"
+        "for p in ('gev_core', 'gev_ringbuffer', 'gev_timers', 'gev_protobuf', 'gev_websocket'):\n"
+        "    try: gev[p] = bool(getattr(__import__(p), 'COMPILED', False))\n"
+        "    except Exception: pass\n"
         "print(json.dumps({'python': sys.version.split()[0], "
-        "'impl': sys.implementation.name, 'packages': v}))\n"
+        "'impl': sys.implementation.name, 'packages': v, 'gev_compiled': gev}))\n"
     )
     try:
-        r = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=30)
+        r = subprocess.run(
+            [python, "-c", probe], capture_output=True, text=True, timeout=30, env=env
+        )
         info.update(json.loads(r.stdout))
     except Exception as e:
         info["python"] = f"? ({e})"
@@ -1008,7 +1014,7 @@ def main(argv: list[str] | None = None) -> int:
         if runner._sockdir is not None:
             shutil.rmtree(runner._sockdir, ignore_errors=True)
 
-    info = env_info(args.python)
+    info = env_info(args.python, server_env(not args.no_src_path))
     lines = ["## Echo benchmark " + datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), ""]
     shown = ["python", os.path.relpath(__file__, ROOT)] + (
         argv if argv is not None else sys.argv[1:]
@@ -1025,6 +1031,12 @@ def main(argv: list[str] | None = None) -> int:
         f"- CPU: {info.get('cpu', '?')}, {info.get('cpus')} CPUs; kernel {info.get('kernel')}"
     )
     lines.append(f"- Python (servers): {info.get('impl', '')} {info.get('python')}; packages: {pk}")
+    compiled = info.get("gev_compiled") or {}
+    if compiled:
+        lines.append(
+            "- gev: "
+            + ", ".join(f"{k} {'compiled' if v else 'pure'}" for k, v in sorted(compiled.items()))
+        )
     lines.append(f"- Compiler: {info.get('cc')} (-O2)")
     lines.append(
         f"- Server on CPU {fmt_cpus(args.server_cpu)}, loadgen on CPU {fmt_cpus(args.client_cpu)}, "

@@ -19,6 +19,8 @@ Conventions (docs/contributing.md has the same text for writers):
   ephemeral ports, so every server and client of the page agree and nothing collides with other
   tests. Give each server of a page a port of its own (1833, then 1834, ...). A block that
   listens on any other port (an address left to its default, say) fails.
+* **Builds** of gev packages in shell blocks are pure (``GEV_BUILD_PURE=1``): the compiled build
+  is tested by ``hatch run compiled:test``.
 * **Errors.** A Python block fails on an exception, and on a record at ERROR or above logged
   while it ran (a handler that raised is logged, not raised). A shell block fails on a non-zero
   exit status (``bash -eu -o pipefail``).
@@ -414,7 +416,9 @@ class PageRun:
 
     def env(self, block: Block) -> dict[str, str]:
         path = [str(Path(sys.executable).parent), os.environ.get("PATH", "")]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # Packages built by the pages come out pure: compiling them with mypyc on every page
+        # would cost minutes, and the compiled build has a CI step of its own.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "GEV_BUILD_PURE": "1"}
         env.pop("VIRTUAL_ENV", None)
         if "venv" in block.flags:
             path.insert(0, str(self.make_venv() / "bin"))
