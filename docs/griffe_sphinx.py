@@ -17,6 +17,7 @@ re-exports, which is where the reference renders it.
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 from functools import cache
 from pathlib import Path
@@ -64,7 +65,10 @@ class SphinxRoles(griffe.Extension):
         path = self._resolve(obj, target)
         if path is None or _NOT_RENDERED & set(path.split(".")):
             return f"`{label}`"
-        return f"[`{label}`][{self._public(pkg, path)}]"
+        public = self._public(pkg, path)
+        if any(p.startswith("_") and not p.startswith("__") for p in public.split(".")):
+            return f"`{label}`"  # private: not rendered, nothing to link to
+        return f"[`{label}`][{public}]"
 
     @staticmethod
     def _resolve(obj: griffe.Object, target: str) -> str | None:
@@ -85,14 +89,20 @@ class SphinxRoles(griffe.Extension):
     def _public(pkg: griffe.Module, path: str) -> str:
         # gev_core._server.Server.stop -> gev_core.Server.stop when gev_core exports Server.
         parts = path.split(".")
+        exports = _exports(parts[0]) if parts[0] != pkg.name else set(pkg.exports or ())
         for i, part in enumerate(parts[1:], start=1):
             if part.startswith("_") and not part.startswith("__") and i + 1 < len(parts):
-                name = parts[i + 1]
-                if parts[0] == pkg.name and name in (pkg.exports or ()):
+                if parts[i + 1] in exports:
                     return ".".join([parts[0], *parts[i + 1 :]])
         return path
 
 
+@cache
+def _exports(package: str) -> set[str]:
+    try:
+        return set(getattr(importlib.import_module(package), "__all__", ()))
+    except Exception:
+        return set()
 @cache
 def _lines(path: str) -> list[str]:
     return Path(path).read_text().splitlines()

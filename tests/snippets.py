@@ -14,8 +14,8 @@ Conventions (docs/contributing.md has the same text for writers):
 * **Servers.** A block may start a server and block in ``start()`` (``Server(...).start()``,
   ``gev serve ...``): once it listens, the next block runs while it keeps serving. Servers keep
   running until the page ends; then they are stopped with ``Server.stop()`` or SIGTERM, and must
-  stop cleanly. Servers listen on the page's *documented ports*: the numbers 1833-1839, 8000,
-  8080, 8443 and 9001-9009 written anywhere in a page's blocks are replaced, per page, by free
+  stop cleanly. Servers listen on the page's *documented ports*: the numbers 1833-1839, 6379,
+  8000, 8080, 8443 and 9001-9009 written anywhere in a page's blocks are replaced, per page, by free
   ephemeral ports, so every server and client of the page agree and nothing collides with other
   tests. Give each server of a page a port of its own (1833, then 1834, ...). A block that
   listens on any other port (an address left to its default, say) fails.
@@ -79,7 +79,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL = Path(__file__).resolve().with_name("snippet_kernel.py")
 
-DOC_PORTS = [*range(1833, 1840), 8000, 8080, 8443, *range(9001, 9010)]
+DOC_PORTS = [*range(1833, 1840), 6379, 8000, 8080, 8443, *range(9001, 9010)]
 _PORT_RE = re.compile(r"(?<![\d.])(" + "|".join(map(str, DOC_PORTS)) + r")(?!\d)")
 
 PYTHON = {"python", "py"}
