@@ -91,9 +91,9 @@ class SphinxRoles(griffe.Extension):
         parts = path.split(".")
         exports = _exports(parts[0]) if parts[0] != pkg.name else set(pkg.exports or ())
         for i, part in enumerate(parts[1:], start=1):
-            if part.startswith("_") and not part.startswith("__") and i + 1 < len(parts):
-                if parts[i + 1] in exports:
-                    return ".".join([parts[0], *parts[i + 1 :]])
+            private = part.startswith("_") and not part.startswith("__")
+            if private and i + 1 < len(parts) and parts[i + 1] in exports:
+                return ".".join([parts[0], *parts[i + 1 :]])
         return path
 
 
