@@ -34,6 +34,7 @@ def test_stop_flushes_pending_output_and_closes_every_connection():
 
     def drain(i, s):
         results[i] = len(s.recv(1 << 20)) + sum(iter(lambda: len(s.recv(1 << 20)), 0))
+        s.close()  # on the server's FIN, as a well-behaved client does: no linger to wait out
 
     readers = [threading.Thread(target=drain, args=(i, s)) for i, s in enumerate(socks)]
     stopper = threading.Thread(target=server.stop, kwargs={"timeout": 10})
@@ -96,3 +97,101 @@ def test_stop_before_start_and_from_a_handler():
         assert recv_exactly(s, 3) == b"bye"
     t.join(10)
     assert not t.is_alive()
+
+
+def _stream_until_eof(sock: socket.socket, results: list[str], started: threading.Event) -> None:
+    """Keep sending until the server's FIN arrives; record how the connection ended."""
+    sock.setblocking(False)
+    started.set()
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            try:
+                sock.send(b"x" * 512)
+            except BlockingIOError:
+                pass
+            try:
+                if sock.recv(65536) == b"":
+                    results.append("fin")
+                    return
+            except BlockingIOError:
+                pass
+            time.sleep(0.001)
+        results.append("timeout")
+    except (ConnectionResetError, BrokenPipeError) as exc:
+        results.append(type(exc).__name__)
+    finally:
+        sock.close()
+
+
+def test_stop_ends_connections_with_fin_even_while_peers_are_still_sending():
+    clients = 20
+    closed = []
+
+    class H(Handler):
+        def on_message(self, conn, ctx, data):
+            return None
+
+        def on_close(self, conn):
+            closed.append(conn)
+
+    server = Server(H(), address=("127.0.0.1", 0))
+    t = threading.Thread(target=server.start)
+    t.start()
+    server.wait_started(5)
+    results: list[str] = []
+    threads = []
+    for _ in range(clients):
+        started = threading.Event()
+        s = connect(server)
+        th = threading.Thread(target=_stream_until_eof, args=(s, results, started))
+        th.start()
+        started.wait(5)
+        threads.append(th)
+    time.sleep(0.2)
+    server.stop(timeout=10)
+    t.join(20)
+    for th in threads:
+        th.join(30)
+    assert sorted(results) == ["fin"] * clients
+    assert len(closed) == clients
+
+
+def test_each_protocol_says_goodbye_when_the_server_stops():
+    from gev_core import LineProtocol
+
+    class Polite(LineProtocol):
+        def server_stopping(self, conn):
+            conn.send(b"goodbye")
+            conn.close()
+
+    closed = []
+
+    class H(Handler):
+        def on_message(self, conn, ctx, data):
+            return data
+
+        def on_close(self, conn):
+            closed.append(conn)
+
+    server = Server(H(), address=("127.0.0.1", 0), protocol=Polite())
+    t = threading.Thread(target=server.start)
+    t.start()
+    server.wait_started(5)
+    socks = [connect(server) for _ in range(5)]
+    for s in socks:
+        s.sendall(b"hi\n")
+        assert recv_exactly(s, 3) == b"hi\n"
+    stopper = threading.Thread(target=server.stop, kwargs={"timeout": 10})
+    stopper.start()
+    for s in socks:
+        s.settimeout(10)
+        got = b""
+        while chunk := s.recv(100):
+            got += chunk
+        assert got == b"goodbye\n"
+        s.close()
+    stopper.join(20)
+    t.join(20)
+    assert not t.is_alive()
+    assert len(closed) == 5

@@ -74,7 +74,12 @@ def test_run_after_from_another_thread_wakes_an_idle_loop():
 def test_silent_client_is_reaped_and_on_close_runs(caplog):
     caplog.set_level(logging.INFO, logger="gev.timers")
     handler = Echo()
-    with serve(handler, plugins=plugins(), idle_time=0.3) as server, connect(server) as sock:
+    # The client keeps its end open after the server's FIN: the server lets go of the
+    # connection once its linger timeout is over.
+    with (
+        serve(handler, plugins=plugins(), idle_time=0.3, linger_timeout=0.3) as server,
+        connect(server) as sock,
+    ):
         host, port = sock.getsockname()[:2]
         peer = f"{host}:{port}"
         t0 = time.monotonic()

@@ -9,7 +9,7 @@ from ._connection import Connection
 from ._errors import ConnectionClosed, GevError, ProtocolError
 from ._fanout import write_shared
 from ._handler import Handler
-from ._loop import EventLoop
+from ._loop import EventLoop, TimerHandle
 from ._plugins import (
     NEED_MORE_DATA,
     Config,
@@ -48,6 +48,7 @@ __all__ = [
     "ProtocolError",
     "ProtocolRegistry",
     "Server",
+    "TimerHandle",
     "__version__",
     "get_plugin_manager",
     "hookimpl",

@@ -6,12 +6,19 @@ event to the connection's slow path (leftover input, backlogged output, a custom
 The fast path is written out inside the loop on purpose: with ~3.3 µs of every echoed message spent
 in the kernel, each Python call or attribute lookup added here is a measurable share of the rest.
 
-While a batch of events is being dispatched, writes and closes asked for on the loop thread are
-deferred to the end of the batch (``_deferred``); writes from other threads arrive through
-``call_soon_threadsafe`` with at most one wake-up per batch. Timers are not the core's business: a
-plugin may install one *deadline source* per loop (``next_deadline()`` / ``run_due(now)``) that
-drives the poll timeout, so an idle loop with nothing scheduled blocks and never ticks. The loop
-keeps a tiny private heap of its own only for its housekeeping (accept back-off, stop deadline).
+While a batch of events is being dispatched, sends, writes and closes asked for on the loop thread
+are deferred to the end of the batch (``_deferred``); those from other threads arrive through
+``call_soon_threadsafe`` with at most one wake-up per batch. A protocol that stopped early to let
+the others run (``Connection.continue_later``) is put on ``_ready`` and handed its unconsumed input
+again by a task after the next poll (a pending task keeps that poll from blocking).
+
+Timers: a plugin may install one *deadline source* per loop (``next_deadline()`` /
+``run_due(now)``, gev-timers' wheel) that drives the poll timeout, so an idle loop with nothing
+scheduled blocks and never ticks. :meth:`EventLoop.call_later` is the loop's own small heap of
+cancellable timers, for housekeeping (accept back-off, stop deadline, lingering closes) and for
+plugins that need a few timers per connection without depending on gev-timers (handshake and
+close timeouts): a cancelled timer lets go of its callback at once, and the heap is compacted
+when cancelled entries outnumber live ones.
 """
 
 from __future__ import annotations
@@ -59,6 +66,67 @@ def _noop(*args: Any) -> None:
     return None
 
 
+# TimerHandle states.
+_PENDING, _RAN, _CANCELLED = 0, 1, 2
+#: Compact the timer heap once this many cancelled entries are in it (and they are the majority).
+_COMPACT_MIN = 256
+
+
+class TimerHandle:
+    """A callback scheduled with :meth:`EventLoop.call_later`; :meth:`cancel` stops it.
+
+    A handle keeps its callback and arguments only while it is pending: once it has run or
+    been cancelled it holds nothing, so a cancelled timer never keeps a connection alive.
+    """
+
+    __slots__ = ("_args", "_fn", "_loop", "_state", "when")
+
+    def __init__(
+        self, when: float, fn: Callable[..., Any], args: tuple[Any, ...], loop: EventLoop
+    ) -> None:
+        #: When it is (or was) due, a ``time.monotonic()`` reading.
+        self.when = when
+        self._fn: Callable[..., Any] | None = fn
+        self._args = args
+        self._loop = loop
+        self._state = _PENDING
+
+    def cancel(self) -> bool:
+        """Stop the timer. True if this call kept it from running. Safe from any thread."""
+        if self._state != _PENDING:
+            return False
+        self._state = _CANCELLED
+        self._fn = None
+        self._args = ()
+        self._loop._timer_cancelled()
+        return True
+
+    @property
+    def cancelled(self) -> bool:
+        """True once :meth:`cancel` stopped it."""
+        return self._state == _CANCELLED
+
+    @property
+    def pending(self) -> bool:
+        """True while the callback is still going to run."""
+        return self._state == _PENDING
+
+    def _take(self) -> tuple[Callable[..., Any], tuple[Any, ...]] | None:
+        # On the loop thread, when due: the callback to run, once, or None if cancelled.
+        fn = self._fn
+        if self._state != _PENDING or fn is None:
+            return None
+        args = self._args
+        self._state = _RAN
+        self._fn = None
+        self._args = ()
+        return fn, args
+
+    def __repr__(self) -> str:
+        state = ("pending", "ran", "cancelled")[self._state]
+        return f"<TimerHandle {state} when={self.when:.3f} fn={self._fn!r}>"
+
+
 class EventLoop:
     """One reactor thread. Created and owned by a :class:`~gev_core.Server`."""
 
@@ -66,6 +134,8 @@ class EventLoop:
         "__weakref__",
         "_accept_backoff",
         "_assigned_count",
+        "_buffered",
+        "_cancelled_timers",
         "_closed_count",
         "_connection_lost_hooks",
         "_connection_made_hooks",
@@ -75,6 +145,7 @@ class EventLoop:
         "_dispatching",
         "_fast_protocol",
         "_handler",
+        "_holders",
         "_listen_fd",
         "_listener",
         "_lock",
@@ -86,8 +157,10 @@ class EventLoop:
         "_poller",
         "_rbuf",
         "_rbufs",
+        "_ready",
         "_running",
         "_rview",
+        "_shedding",
         "_stopping",
         "_tasks",
         "_thread_id",
@@ -98,7 +171,9 @@ class EventLoop:
         "_waker",
         "high_water",
         "index",
+        "linger_timeout",
         "low_water",
+        "max_buffered",
         "max_read_buffer",
         "max_write_buffer",
         "now",
@@ -117,6 +192,8 @@ class EventLoop:
         self._rbufs = [self._rbuf]
         self._out: list[Any] = []
         self._deferred: list[tuple[Callable[[Any], Any], Any]] = []
+        #: Connections whose protocol stopped early (``continue_later``): resumed next iteration.
+        self._ready: list[Connection] = []
         self._tasks: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
         self._lock = threading.Lock()
         self._wake_armed = True
@@ -127,8 +204,9 @@ class EventLoop:
         self._listener: socket.socket | None = None
         self._listen_fd = -1
         self._accept_backoff = 0.0
-        self._timers: list[tuple[float, int, Callable[..., Any], tuple[Any, ...]]] = []
+        self._timers: list[tuple[float, int, TimerHandle]] = []
         self._timer_seq = itertools.count()
+        self._cancelled_timers = 0
         self._deadline_source: DeadlineSource | None = None
         self._next_deadline = _INF
         #: Whether a timer heap entry or a deadline source exists: one check per poll iteration.
@@ -148,6 +226,15 @@ class EventLoop:
         self.low_water = server.low_water
         self.max_write_buffer = server.max_write_buffer
         self.max_read_buffer = server.max_read_buffer
+        #: Seconds a closing connection waits for the peer's FIN once ours is sent.
+        self.linger_timeout = server.linger_timeout
+        #: This loop's share of the server's budget for buffered bytes (``Server.max_buffered``).
+        self.max_buffered = max(1, server.max_buffered // server.num_loops)
+        #: Bytes buffered by this loop's connections (their read and write buffers and what
+        #: their protocols report holding), and the connections that hold any.
+        self._buffered = 0
+        self._holders: set[Connection] = set()
+        self._shedding = False
         self._connection_made_hooks: Callable[[Connection], Any] | None = None
         self._connection_lost_hooks: Callable[[Connection], Any] | None = None
 
@@ -194,11 +281,44 @@ class EventLoop:
         """Make a blocked ``poll`` return now. Safe from any thread."""
         self._waker.wake()
 
-    # ------------------------------------------------------------------ internal timers
+    def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> TimerHandle:
+        """Run ``fn(*args)`` on this loop's thread in ``delay`` seconds; returns its handle.
 
-    def _call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> None:
-        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_seq), fn, args))
-        self._timed = True
+        Safe from any thread. For a few timers per connection (protocol timeouts) without a
+        timer plugin; gev-timers' wheel (``conn.run_after``) scales to many more. Cancel what
+        is no longer needed: a pending timer keeps its arguments alive until it is due.
+
+        :raises ValueError: ``delay`` is not a number of seconds.
+        """
+        if delay != delay or delay == _INF:
+            raise ValueError(f"delay must be a finite number of seconds, not {delay!r}")
+        if delay < 0.0:
+            delay = 0.0
+        handle = TimerHandle(time.monotonic() + delay, fn, args, self)
+        thread = self._thread_id
+        if thread is None or thread == threading.get_ident():
+            self._push_timer(handle)
+        else:
+            self.call_soon_threadsafe(self._push_timer, handle)
+        return handle
+
+    def _push_timer(self, handle: TimerHandle) -> None:
+        if handle.pending:
+            heapq.heappush(self._timers, (handle.when, next(self._timer_seq), handle))
+            self._timed = True
+
+    def _timer_cancelled(self) -> None:
+        # Cancelled entries stay in the heap until due; drop them all once they are the
+        # majority (asyncio does the same), on the loop thread only.
+        self._cancelled_timers += 1
+        if (
+            self._cancelled_timers > _COMPACT_MIN
+            and 2 * self._cancelled_timers > len(self._timers)
+            and self._thread_id == threading.get_ident()
+        ):
+            self._timers = [entry for entry in self._timers if entry[2].pending]
+            heapq.heapify(self._timers)
+            self._cancelled_timers = 0
 
     def _timeout(self) -> float:
         deadline: float | None = self._timers[0][0] if self._timers else None
@@ -222,11 +342,17 @@ class EventLoop:
             return
         timers = self._timers
         while timers and timers[0][0] <= now:
-            _, _, fn, args = heapq.heappop(timers)
+            entry = heapq.heappop(timers)[2]._take()
+            if entry is None:
+                self._cancelled_timers = max(0, self._cancelled_timers - 1)
+                continue
+            fn, args = entry
             try:
                 fn(*args)
             except Exception:
-                logger.exception("internal loop timer %r failed", fn)
+                logger.exception("loop timer %r failed", fn)
+            # A callback may have compacted the heap: a new list.
+            timers = self._timers
         self._timed = bool(timers) or self._deadline_source is not None
         src = self._deadline_source
         if src is not None:
@@ -356,6 +482,58 @@ class EventLoop:
         logger.exception("closing %r: handler failed", c)
         c._abort(None)
 
+    def _queue_ready(self, conn: Connection) -> None:
+        # A connection whose protocol stopped early: resume it after the next poll, which the
+        # queued task keeps from blocking. Nothing of this is on the per-message path.
+        ready = self._ready
+        if not ready:
+            self.call_soon(self._run_ready)
+        elif conn in ready:
+            return
+        ready.append(conn)
+
+    def _run_ready(self) -> None:
+        # The connections queued so far; one that yields again is queued for the next turn,
+        # after the other connections' events. Dispatching, like an event batch: sends made
+        # by handlers are deferred until after the replies they return.
+        ready = self._ready
+        batch = ready[:]
+        ready.clear()
+        self._dispatching = True
+        try:
+            for conn in batch:
+                try:
+                    conn._resume_input()
+                except Exception:
+                    logger.exception("resuming input of %r failed", conn)
+                    conn._abort(None)
+        finally:
+            self._dispatching = False
+        if self._deferred:
+            self._run_deferred()
+
+    def _shed(self) -> None:
+        """Over the buffer budget: close the connections holding the most until under it."""
+        if self._shedding:
+            return
+        self._shedding = True
+        try:
+            budget = self.max_buffered
+            for conn in sorted(self._holders, key=_held_bytes, reverse=True):
+                if self._buffered <= budget:
+                    break
+                logger.warning(
+                    "closing %r: %d bytes buffered on this loop exceed max_buffered %d;"
+                    " this connection holds %d, the most",
+                    conn,
+                    self._buffered,
+                    budget,
+                    conn._accounted,
+                )
+                conn._abort(None)
+        finally:
+            self._shedding = False
+
     def _run_deferred(self) -> None:
         deferred = self._deferred
         # Ops may defer more ops (a close that triggers on_close that sends...): run them all.
@@ -461,7 +639,7 @@ class EventLoop:
             delay * 1000,
         )
         self._poller.unregister(self._listen_fd)
-        self._call_later(delay, self._resume_accept)
+        self.call_later(delay, self._resume_accept)
 
     def _resume_accept(self) -> None:
         if self._listener is not None and not self._stopping and self._listen_fd >= 0:
@@ -507,11 +685,17 @@ class EventLoop:
         self._detach_listener()
         for conn in list(self._conns.values()):
             if conn._state == OPEN:
-                conn._close(None)
+                # Each protocol says goodbye its own way (WebSocket: a 1001 close frame); the
+                # default closes gracefully. Whatever is still open at the deadline is dropped.
+                try:
+                    conn._protocol.server_stopping(conn)
+                except Exception:
+                    logger.exception("%r failed to stop %r; closing it", conn._protocol, conn)
+                    conn._close(None)
         if not self._conns:
             self._running = False
             return
-        self._call_later(max(0.0, deadline - time.monotonic()), self._stop_now)
+        self.call_later(max(0.0, deadline - time.monotonic()), self._stop_now)
 
     def _begin_drain(self, deadline: float, stop_timeout: float) -> None:
         # Stop accepting; connections end by themselves until ``deadline``, then as in a stop.
@@ -520,7 +704,7 @@ class EventLoop:
         if not self._conns:
             self._running = False
             return
-        self._call_later(max(0.0, deadline - time.monotonic()), self._drain_expired, stop_timeout)
+        self.call_later(max(0.0, deadline - time.monotonic()), self._drain_expired, stop_timeout)
 
     def _drain_expired(self, stop_timeout: float) -> None:
         if self._conns:
@@ -532,10 +716,15 @@ class EventLoop:
         self._begin_stop(time.monotonic() + stop_timeout)
 
     def _stop_now(self) -> None:
+        late = 0
         for conn in list(self._conns.values()):
             if conn._out is not None:
                 logger.warning("stop: dropping %d unsent bytes for %r", len(conn._out), conn)
+            else:
+                late += 1
             conn._abort(None)
+        if late:
+            logger.info("stop: %d connections had not finished closing in time; dropped", late)
         self._running = False
 
     def _close_all_now(self) -> None:
@@ -546,3 +735,7 @@ class EventLoop:
                 logger.exception("failed to close %r", conn)
         self._poller.close()
         self._waker.close()
+
+
+def _held_bytes(conn: Connection) -> int:
+    return conn._accounted

@@ -12,6 +12,14 @@ Two ways to write one:
 
 Either way a frame the peer got wrong is reported by raising :class:`ProtocolError`: the reactor
 logs the reason and closes that connection only.
+
+Threading contract: every method of a protocol (``connection_made``, ``receive``, ``unpack``,
+``pack``, ``connection_lost``, ``server_stopping``) runs on the connection's loop thread, never
+concurrently with another for the same connection; ``Connection.send`` from another thread
+queues its object to the loop, where ``pack`` frames it. Per-connection state (a compressor, a
+sequence number, a session object) needs no lock. One protocol instance serves every connection
+of a server, and a server with several loops calls it from several threads at once for
+different connections: state shared between connections must be thread-safe.
 """
 
 from __future__ import annotations
@@ -43,7 +51,8 @@ class Protocol:
     """Base class of frame codecs. One instance serves every connection of a server.
 
     Per-connection parsing state, if any, belongs in ``conn.state`` (set it up in
-    :meth:`connection_made`).
+    :meth:`connection_made`). Every method runs on the connection's loop thread, never
+    concurrently with another for the same connection (see the module docstring).
     """
 
     #: The name this protocol is registered and selected under (``Server(protocol="name")``).
@@ -74,7 +83,13 @@ class Protocol:
         )
 
     def pack(self, conn: Connection, data: Any) -> bytes | bytearray | memoryview:
-        """Frame a reply (what ``on_message`` returned, or what was given to ``conn.send``)."""
+        """Frame a reply (what ``on_message`` returned, or what was given to ``conn.send``).
+
+        Runs on the loop thread, in the order the frames go out, so it may update
+        per-connection state (compression, sequence numbers). For ``conn.send`` from another
+        thread it runs later, on the loop, when the connection may already be closing: return
+        ``b""`` to send nothing.
+        """
         return data  # type: ignore[no-any-return]
 
     def shared_packer(self, conn: Connection) -> Callable[[Any], bytes] | None:
@@ -99,6 +114,17 @@ class Protocol:
         """
         return None
 
+    def server_stopping(self, conn: Connection) -> None:
+        """The server is stopping (``Server.stop``, SIGTERM): say goodbye and close.
+
+        Called on the loop for each open connection when the stop begins. Send what the
+        protocol sends to a peer that is going away (WebSocket: a 1001 close frame), then close
+        gracefully; the default just calls ``conn.close()``, which flushes pending output,
+        sends FIN and waits for the peer's. Connections still open when the stop's timeout
+        runs out are dropped.
+        """
+        conn.close()
+
     def receive(self, conn: Connection, data: bytes | memoryview, out: list[Any]) -> int:
         """Dispatch every complete frame in ``data``; return the number of bytes consumed.
 
@@ -108,6 +134,11 @@ class Protocol:
         reply, if not ``None``, to ``out``: the reactor sends everything in ``out`` with one write.
         Stop early once ``conn.closing`` is true. The default runs :meth:`unpack` over a zero-copy
         ring buffer.
+
+        To bound the work of one call (a peer can pack thousands of messages, or megabytes of
+        compressed data, into one read), a protocol may also stop at a frame boundary, call
+        ``conn.continue_later()`` and return what it consumed: the rest comes back in the
+        loop's next iteration, after the other connections have had their turn.
         """
         buf = RingBuffer.wrap(data)
         unpack = self.unpack

@@ -15,7 +15,7 @@ from ._errors import GevError
 from ._loop import EventLoop
 from ._plugins import Config, GevPluginManager, ProtocolRegistry, get_plugin_manager
 from ._protocol import DefaultProtocol, Protocol
-from ._select import SelectingProtocol
+from ._select import DEFAULT_SELECT_TIMEOUT, SelectingProtocol
 from ._signals import capture_signals, signal_name
 
 logger = logging.getLogger("gev")
@@ -82,6 +82,18 @@ class Server:
     :param max_write_buffer: unsent bytes above which the connection is closed (the peer is not
         reading and the application keeps sending).
     :param max_read_buffer: unparsed bytes above which the connection is closed.
+    :param max_buffered: bytes all connections together may hold buffered (read and write
+        buffers, and what protocols report holding, such as WebSocket messages arriving in
+        fragments); past it the connections holding the most are closed, each with a logged
+        reason, until the total is back under it. Default: 16 times ``max_read_buffer +
+        max_write_buffer`` (256 MiB with the defaults). With several loops each loop enforces
+        an equal share.
+    :param linger_timeout: when the server closes a connection whose peer has not closed its
+        side, it sends FIN after the pending output and reads (and discards) until the peer's
+        FIN, for at most this many seconds; then it closes. 0 closes at once (the kernel then
+        answers unread input with RST, which can destroy the last bytes sent).
+    :param select_timeout: with several protocols, seconds a connection may take to send the
+        first bytes that choose its protocol before it is closed; ``None`` waits forever.
     :param tcp_nodelay: disable Nagle's algorithm on accepted TCP connections (on by default).
     :param backlog: ``listen()`` backlog.
     :param unix_mode: permissions of the Unix socket file (e.g. ``0o660``); default: the
@@ -115,6 +127,9 @@ class Server:
         low_water: int = 16 * 1024,
         max_write_buffer: int = 8 * 1024 * 1024,
         max_read_buffer: int = 8 * 1024 * 1024,
+        max_buffered: int | None = None,
+        linger_timeout: float = 2.0,
+        select_timeout: float | None = DEFAULT_SELECT_TIMEOUT,
         tcp_nodelay: bool = True,
         backlog: int = 1024,
         unix_mode: int | None = None,
@@ -133,6 +148,14 @@ class Server:
             raise ValueError("need 0 <= low_water <= high_water")
         if max_write_buffer < high_water:
             raise ValueError("max_write_buffer must be >= high_water")
+        if max_buffered is None:
+            max_buffered = 16 * (max_read_buffer + max_write_buffer)
+        elif max_buffered <= 0:
+            raise ValueError("max_buffered must be > 0 bytes")
+        if not linger_timeout >= 0:
+            raise ValueError("linger_timeout must be >= 0 seconds")
+        if select_timeout is not None and not select_timeout > 0:
+            raise ValueError("select_timeout must be > 0 seconds or None")
         self.handler = handler
         self.network = network
         self.num_loops = num_loops
@@ -141,6 +164,9 @@ class Server:
         self.low_water = low_water
         self.max_write_buffer = max_write_buffer
         self.max_read_buffer = max_read_buffer
+        self.max_buffered = max_buffered
+        self.linger_timeout = linger_timeout
+        self.select_timeout = select_timeout
         self.tcp_nodelay = tcp_nodelay
         self.idle_time = idle_time
         self.handle_signals = handle_signals
@@ -241,8 +267,21 @@ class Server:
             names = [p.name for p in protocols]
             if len(set(names)) != len(names) or not all(names):
                 raise ValueError(f"protocols served together need distinct names, got {names}")
-            return SelectingProtocol(protocols, self.pluginmanager.hook.gev_select_protocol)
+            return SelectingProtocol(
+                protocols,
+                self.pluginmanager.hook.gev_select_protocol,
+                timeout=self.select_timeout,
+                fallback_selects=self._has_selector(names[-1]),
+            )
         return self._resolve_one(spec)  # type: ignore[arg-type]
+
+    def _has_selector(self, name: str) -> bool:
+        # Whether the plugin providing protocol ``name`` recognises its own first bytes.
+        try:
+            provider = self.protocols.provider(name)
+        except KeyError:
+            return False
+        return "gev_select_protocol" in provider.hooks
 
     def _pick_loop(self) -> EventLoop:
         loops = self.loops

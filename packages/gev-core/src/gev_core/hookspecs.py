@@ -99,8 +99,12 @@ def gev_select_protocol(connection: Connection, data: bytes, candidates: list[st
     Called only on servers built with several protocols (``protocol=["websocket", "protobuf"]``),
     once per connection, with the bytes received so far. Return the name of one of
     ``candidates`` to pick it, :data:`~gev_core.NEED_MORE_DATA` to be asked again when more bytes
-    have arrived, or ``None`` to leave the choice to other plugins. When no plugin answers, the
-    last candidate is used.
+    have arrived, or ``None`` to leave the choice to other plugins (answer for your own protocol
+    only). When no plugin claims the bytes, the last candidate, the fallback, takes them if its
+    plugin has no selector of its own (a catch-all such as ``line``); if it has one, it has
+    declined them too, and the connection is closed with a WARNING. A connection that has not
+    been assigned a protocol after ``Server(select_timeout=...)`` seconds (10 by default) is
+    closed with a WARNING.
 
     :param connection: the new connection.
     :param data: the first bytes the peer sent (at most 64).
