@@ -26,6 +26,7 @@ from gev_websocket.testing import (
     close_payload,
     deflate_message,
     feed_chunks,
+    feed_turns,
     frame,
     request_bytes,
 )
@@ -310,3 +311,53 @@ def _wsproto_server() -> WSConnection:
     assert request
     server.send(AcceptConnection())
     return server
+
+
+# -- bounded work per call ------------------------------------------------------------------
+
+turns = st.sampled_from([1, 100, 3000, 70000])
+
+
+@SETTINGS
+@given(data=st.data(), max_size=limits, turn=turns, deflate=st.booleans())
+def test_bounded_work_per_call_changes_nothing_but_the_pace(
+    data: st.DataObject, max_size: int, turn: int, deflate: bool
+) -> None:
+    """Stopping at frame boundaries and resuming with the rest gives what one call gives."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -12) if deflate else None
+    body = data.draw(stream(compressor))
+    cut = data.draw(cuts(len(body)))
+    options: dict[str, Any] = {"max_message_size": max_size}
+    head = request_bytes()
+    if deflate:
+        options["compression"] = Deflate()
+        head = request_bytes(extensions="permessage-deflate; client_max_window_bits")
+    bounded = WebSocketSession(work_per_turn=turn, **options)
+    ref = WebSocketSession(fast_path=False, **options)
+    cuts_all = [len(head) + c for c in cut] + [len(head)]
+    got = feed_turns(bounded, head + body, cuts_all)
+    expected = feed_chunks(ref, head + body, cuts_all)
+    assert got[0] == [m for call in expected for m in call[0]]
+    assert got[1] == b"".join(call[1] for call in expected)
+    assert got[2] == (expected[-1][2] if expected else False)
+    assert (bounded.close_code, bounded.close_reason, bounded.state) == (
+        ref.close_code,
+        ref.close_reason,
+        ref.state,
+    )
+
+
+def test_a_bounded_call_stops_at_a_frame_boundary_and_says_how_much_is_left() -> None:
+    session = WebSocketSession(work_per_turn=2000)
+    out: list[bytes] = []
+    assert not session.receive(request_bytes(), out)
+    # Fragments go through wsproto: 1 KiB of work each plus their bytes. The budget runs out
+    # with the second; the plain frame after it waits for the next call.
+    frames = frame(BINARY, b"a" * 8, fin=False) + frame(CONT, b"b" * 8) + frame(TEXT, b"c" * 8)
+    assert not session.receive(frames, out)
+    assert session.messages == [b"a" * 8 + b"b" * 8]
+    left = session.unconsumed
+    assert left == len(frame(TEXT, b"c" * 8))
+    session.unconsumed = 0
+    assert not session.receive(frames[-left:], out)
+    assert session.messages[-1] == "c" * 8 and session.unconsumed == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import tracemalloc
 import zlib
 
@@ -244,3 +245,32 @@ def test_limits_extension_is_never_negotiated() -> None:
     _session, header = negotiate("x-gev-limits")
     assert header is None
     assert "enabled=True" in repr(negotiate("permessage-deflate")[0]._deflate)
+
+
+@pytest.mark.parametrize("mem_level", [1, 8, 9])
+def test_an_incompressible_message_at_the_limit_is_accepted_though_deflate_grew_it(
+    mem_level: int,
+) -> None:
+    limit = 100_000
+    payload = random.Random(mem_level).randbytes(limit)
+    compressed = deflate_message(zlib.compressobj(6, zlib.DEFLATED, -15, mem_level), payload)
+    assert len(compressed) > limit  # stored blocks: deflate made it larger
+    session, _ = open_session(
+        request_bytes(extensions="permessage-deflate"),
+        compression=Deflate(),
+        max_message_size=limit,
+    )
+    out: list[bytes] = []
+    session.receive(frame(BINARY, compressed, rsv=4), out)
+    assert session.messages == [payload] and session.close_code is None
+    # One byte more than the limit still inflates past it: 1009.
+    session, _ = open_session(
+        request_bytes(extensions="permessage-deflate"),
+        compression=Deflate(),
+        max_message_size=limit,
+    )
+    bigger = payload + b"x"
+    session.receive(
+        frame(BINARY, deflate_message(zlib.compressobj(6, zlib.DEFLATED, -15), bigger), rsv=4), out
+    )
+    assert session.close_code == 1009

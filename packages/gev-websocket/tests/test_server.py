@@ -411,6 +411,7 @@ def test_from_config_reads_ws_options() -> None:
             "ws_subprotocols": ["a"],
             "ws_handshake_timeout": 0,
             "ws_close_timeout": 1.5,
+            "ws_work_per_turn": 4096,
         }
 
     proto = WebSocketProtocol.from_config(Cfg())
@@ -419,6 +420,7 @@ def test_from_config_reads_ws_options() -> None:
     assert proto.upgrader.subprotocols == ("a",)
     assert proto.upgrader.handshake_timeout is None
     assert proto.close_timeout == 1.5
+    assert proto.work_per_turn == 4096
 
 
 @pytest.mark.parametrize(
@@ -455,6 +457,9 @@ def test_addoption_parses() -> None:
 
     parser = argparse.ArgumentParser()
     plugin.gev_addoption(parser)
-    args = parser.parse_args(["--ws-max-message-size", "10", "--no-ws-compression"])
+    args = parser.parse_args(
+        ["--ws-max-message-size", "10", "--no-ws-compression", "--ws-work-per-turn", "2048"]
+    )
     assert args.ws_max_message_size == 10
     assert args.ws_compression is False
+    assert args.ws_work_per_turn == 2048

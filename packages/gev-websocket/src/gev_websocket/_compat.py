@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from wsproto.connection import Connection, ConnectionState
 
-__all__ = ["wsproto_idle"]
+__all__ = ["wsproto_buffered", "wsproto_idle"]
 
 _OPEN = ConnectionState.OPEN
 
@@ -41,3 +41,12 @@ def wsproto_idle(conn: Connection) -> bool:
         and not decoder.buffer.buffer
         and proto._message_decoder.opcode is None
     )
+
+
+def wsproto_buffered(conn: Connection) -> int:
+    """Bytes wsproto holds received but not yet parsed (a frame header or payload cut short).
+
+    Reads ``FrameProtocol._frame_decoder.buffer.buffer`` (see :func:`wsproto_idle`), for the
+    server's memory accounting.
+    """
+    return len(conn._proto._frame_decoder.buffer.buffer)

@@ -39,6 +39,15 @@ _RSV1 = RsvBits(True, False, False)
 _SYNC_TAIL = b"\x00\x00\xff\xff"
 
 
+def _deflate_bound(size: int) -> int:
+    """The most bytes deflate can turn ``size`` bytes into, whatever its settings.
+
+    zlib's own conservative ``deflateBound`` (for a non-default window or memLevel, whose small
+    blocks cost 5 bytes of header each).
+    """
+    return size + ((size + 7) >> 3) + ((size + 63) >> 6) + 11
+
+
 class MessageLimits(Extension):
     """Enforce ``max_frame_size`` and ``max_message_size`` inside wsproto's frame pipeline.
 
@@ -81,11 +90,17 @@ class MessageLimits(Extension):
             self._control = True
             return _NO_RSV
         self._control = False
-        if payload_length > self.max_frame_size:
-            return CloseReason.MESSAGE_TOO_BIG
         if opcode is not Opcode.CONTINUATION:
             self._message_bytes = 0
             self._compressed = rsv.rsv1
+        limit = self.max_frame_size
+        if self._compressed:
+            # Deflate makes an incompressible payload a little larger (stored blocks): a
+            # message within the limits may arrive in a frame just over max_frame_size. What
+            # it inflates to is bounded by the deflate extension and the payload hook below.
+            limit = _deflate_bound(limit)
+        if payload_length > limit:
+            return CloseReason.MESSAGE_TOO_BIG
         # A compressed frame's length says nothing about the inflated size: the payload
         # hook and the deflate extension's own bound handle compressed messages.
         if not self._compressed and self._message_bytes + payload_length > self.max_message_size:

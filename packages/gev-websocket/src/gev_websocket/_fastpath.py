@@ -175,7 +175,10 @@ def receive(self: WebSocketSession, data: bytes | bytearray | memoryview, out: l
     (it may be a view into a reused read buffer); whatever must outlive the call is copied.
 
     Returns :attr:`~gev_websocket.WebSocketSession.closed`: when true, write *out* and
-    then close the transport.
+    then close the transport. With ``work_per_turn`` set it may stop early, leaving the last
+    :attr:`~gev_websocket.WebSocketSession.unconsumed` bytes of *data* for the next call:
+    the slow path decides that (the fast path's work is bounded by the size of *data*), and
+    reports everything taken to this loop, which then ends.
     """
     if self._fast and not self._pending:
         pos = 0

@@ -2,15 +2,22 @@
 connection, and the handler API built on it.
 
 Threading rule: a session is only ever touched on its connection's loop thread. The public
-``send_*``/``ping``/``close`` functions may be called from any thread because they do nothing
-but queue work with ``loop.call_soon``; even on the loop thread that queueing is what keeps
-the wire order equal to the order in which frames were built (a reply returned from
-``on_message`` is built, and compressed, before a frame asked for inside that call).
+``send_*``/``ping``/``close`` functions may be called from any thread because they go through
+``Connection.send``, which queues the message (or a ping or close request) to the loop, where
+:meth:`WebSocketProtocol.pack` builds the frame: with permessage-deflate the compressor's
+state then advances in wire order. Even on the loop thread, inside ``on_message``, the send is
+deferred, so that the reply the handler returns is built (and compressed) first.
 
 Closing: once the session says the transport should close, the server shuts down its
 sending side (FIN after the close frame) and discards input until the peer's FIN, bounded
 by ``linger_timeout``. Closing the socket while unread input sits in the kernel would make
 it answer with RST, and a RST can overtake our close frame, so the peer would never see it.
+A stopping server starts the closing handshake with 1001 "going away" on every connection.
+
+Timers (handshake, close and linger timeouts) come from the loop's ``call_later`` and are
+cancelled as soon as they are moot; on close the session forgets its connection, so a closed
+connection is freed by reference counting alone. Peer faults (a refused handshake, a close
+for a protocol error, a handshake that never completes) are logged as one WARNING line.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from gev_core import Connection, ConnectionClosed, Protocol, Server
+from gev_core import Connection, ConnectionClosed, Protocol, Server, TimerHandle
 from wsproto.connection import ConnectionState
 from wsproto.events import Request
 
@@ -127,11 +134,43 @@ class Upgrader:
     handshake_timeout: float | None = 10.0
 
 
+#: Default ``work_per_turn`` of a server's sessions: after this much work on one connection
+#: the loop serves the others before going on (see ``WebSocketSession``).
+DEFAULT_WORK_PER_TURN = 256 * 1024
+
+
 class _Session(WebSocketSession):
     # ``lingering``: the close is under way; input is discarded until the peer's FIN.
-    __slots__ = ("lingering",)
+    # ``timer``: the pending handshake, close or linger timeout, if any.
+    __slots__ = ("lingering", "timer")
 
     lingering: bool
+    timer: TimerHandle | None
+
+    def set_timer(self, timer: TimerHandle | None) -> None:
+        old = self.timer
+        if old is not None:
+            old.cancel()
+        self.timer = timer
+
+
+@dataclass(frozen=True)
+class _Ping:
+    """A ping asked for with :func:`ping`, queued through ``conn.send``."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class _Close:
+    """A closing handshake asked for with :func:`close`, queued through ``conn.send``."""
+
+    code: int
+    reason: str
+
+
+def _report_buffered(conn: Connection, nbytes: int) -> None:
+    conn.report_buffered(nbytes)
 
 
 def _reply_type_error(kind: Any, reply: Any) -> TypeError:
@@ -195,6 +234,9 @@ class WebSocketProtocol(Protocol):
         frame before dropping the connection.
     :param linger_timeout: seconds to wait for the peer's FIN once our close frame is sent.
     :param fast_path: False routes every frame through wsproto (slower; for comparison).
+    :param work_per_turn: bytes of work (payload received, inflated or parsed) one connection
+        may do before the loop serves the others; the rest of its input waits for the next
+        iteration. Bounds what a few KiB of compressed input can cost the other clients.
     """
 
     name: ClassVar[str] = "websocket"
@@ -209,6 +251,7 @@ class WebSocketProtocol(Protocol):
         close_timeout: float = 5.0,
         linger_timeout: float = 2.0,
         fast_path: bool = True,
+        work_per_turn: int = DEFAULT_WORK_PER_TURN,
     ) -> None:
         self.upgrader = upgrader = upgrader if upgrader is not None else Upgrader()
         compression = upgrader.compression
@@ -220,6 +263,7 @@ class WebSocketProtocol(Protocol):
         self.close_timeout = close_timeout
         self.linger_timeout = linger_timeout
         self.fast_path = fast_path
+        self.work_per_turn = work_per_turn
         # Per handler, built once: the message adapter and which optional callbacks exist.
         self._wiring: dict[int, tuple[Any, Any, Any, Any, bool]] = {}
         # Fail at construction, not on the first connection, if the limits are nonsense.
@@ -227,6 +271,7 @@ class WebSocketProtocol(Protocol):
             max_message_size=max_message_size,
             max_frame_size=max_frame_size,
             max_handshake_size=upgrader.max_handshake_size,
+            work_per_turn=work_per_turn,
         )
 
     @classmethod
@@ -246,7 +291,7 @@ class WebSocketProtocol(Protocol):
             upgrader_kw["handshake_timeout"] = timeout if timeout > 0 else None
         if opts.get("ws_on_request") is not None:
             upgrader_kw["on_request"] = opts["ws_on_request"]
-        for key in ("max_message_size", "max_frame_size"):
+        for key in ("max_message_size", "max_frame_size", "work_per_turn"):
             if opts.get("ws_" + key) is not None:
                 kw[key] = int(opts["ws_" + key])
         for key in ("close_timeout", "linger_timeout"):
@@ -280,18 +325,19 @@ class WebSocketProtocol(Protocol):
         return wiring
 
     def connection_made(self, conn: Connection) -> None:
-        adapter, on_open, on_pong, handler_request, per_conn = self._wire(conn.handler)
+        adapter, _, on_pong, handler_request, per_conn = self._wire(conn.handler)
         upgrader = self.upgrader
         on_request: Any = upgrader.on_request
         if per_conn:
-            # Only a handler that overrides on_request pays for this closure.
+            # Only a handler that overrides on_request pays for this closure (released on
+            # close, with the rest of the session's references to the connection).
             def on_request(request: Request) -> Accept | Reject | None:
                 return handler_request(conn, request)  # type: ignore[no-any-return]
 
         session = _Session(
             adapter,
             conn,
-            on_open=on_open,
+            on_open=self._opened,
             on_pong=on_pong,
             on_request=on_request,
             subprotocols=upgrader.subprotocols,
@@ -300,16 +346,32 @@ class WebSocketProtocol(Protocol):
             max_frame_size=self.max_frame_size,
             max_handshake_size=upgrader.max_handshake_size,
             fast_path=self.fast_path,
+            work_per_turn=self.work_per_turn,
+            on_buffered=_report_buffered,
         )
         session.lingering = False
+        session.timer = None
         conn.state = session
-        if upgrader.handshake_timeout is not None:
-            conn.loop._call_later(upgrader.handshake_timeout, _handshake_expired, conn, session)
+        timeout = upgrader.handshake_timeout
+        if timeout is not None:
+            session.timer = conn.loop.call_later(timeout, self._handshake_expired, conn, session)
+
+    def _opened(self, conn: Connection) -> None:
+        session = conn.state
+        if isinstance(session, _Session):
+            session.set_timer(None)  # the handshake completed in time
+        on_open = self._wire(conn.handler)[1]
+        if on_open is not None:
+            on_open(conn)
 
     def connection_lost(self, conn: Connection) -> None:
         session = conn.state
-        if isinstance(session, WebSocketSession):
+        if isinstance(session, _Session):
+            session.set_timer(None)
             session.receive_eof()
+            # The session and the connection refer to each other: cut the session's side so
+            # that both are freed as soon as the application lets go of the connection.
+            session.release()
 
     def receive(self, conn: Connection, data: bytes | memoryview, out: list[Any]) -> int:
         session: _Session = conn.state
@@ -324,14 +386,33 @@ class WebSocketProtocol(Protocol):
                 out.append(frame)
             closed = True
         if closed:
+            if session.failure is not None:
+                logger.warning("closing %r: %s", conn, session.failure)
             self._linger(conn, session)
+            return len(data)
+        left = session.unconsumed
+        if left:
+            # Its turn is over: the loop hands the rest back after serving the others.
+            session.unconsumed = 0
+            conn.continue_later()
+            return len(data) - left
         return len(data)
 
     def pack(self, conn: Connection, data: Any) -> bytes:
-        # conn.send(message) from the loop thread: frame it as the session would.
+        """Frame what ``conn.send`` was given (on the loop thread, in send order).
+
+        ``str`` goes out as a text message, bytes-like as binary; :func:`ping` and
+        :func:`close` queue their requests through here too. Returns ``b""`` (nothing is
+        sent) unless the session is open.
+        """
         session = conn.state
-        if not isinstance(session, WebSocketSession):
-            raise ConnectionClosed(f"{conn!r} has no WebSocket session")
+        if not isinstance(session, _Session):
+            return b""  # no session (yet): the protocol has not been chosen
+        kind = type(data)
+        if kind is _Ping:
+            return session.ping(data.payload)
+        if kind is _Close:
+            return self._start_close(conn, session, data.code, data.reason)
         return session.send(data)
 
     def shared_packer(self, conn: Connection) -> Callable[[Any], bytes] | None:
@@ -352,6 +433,16 @@ class WebSocketProtocol(Protocol):
             return build_message
         return compressed_packer(deflate.deflate_bits, deflate.compress_level, deflate.mem_level)
 
+    def server_stopping(self, conn: Connection) -> None:
+        """The server is stopping: start the closing handshake with 1001 "going away"."""
+        session = conn.state
+        if isinstance(session, _Session) and conn.connected:
+            frame = self._start_close(conn, session, 1001, "going away")
+            if frame:
+                conn.write(frame)
+        else:
+            conn.close()
+
     # -- closing -------------------------------------------------------------------------
 
     def _linger(self, conn: Connection, session: _Session) -> None:
@@ -359,69 +450,49 @@ class WebSocketProtocol(Protocol):
             return
         session.lingering = True
         conn.shutdown_write()
-        conn.loop._call_later(self.linger_timeout, _drop, conn)
+        session.set_timer(conn.loop.call_later(self.linger_timeout, _drop, conn))
 
-    def _start_close(self, conn: Connection, code: int, reason: str) -> None:
-        session = conn.state
-        if not isinstance(session, _Session) or conn.closing or session.lingering:
-            return
+    def _start_close(self, conn: Connection, session: _Session, code: int, reason: str) -> bytes:
+        # The close frame to send (b"" if there is none), with the close timeout started.
+        if conn.closing or session.lingering:
+            return b""
         if session.state is _CONNECTING:
             session.close(code, reason)
             self._linger(conn, session)
-            return
+            return b""
         frame = session.close(code, reason)
         if frame:
-            conn.write(frame)
-            conn.loop._call_later(self.close_timeout, self._close_expired, conn, session)
+            session.set_timer(
+                conn.loop.call_later(self.close_timeout, self._close_expired, conn, session)
+            )
+        return frame
 
     def _close_expired(self, conn: Connection, session: _Session) -> None:
+        session.timer = None
         if conn.state is session and not session.lingering and not conn.closing:
             logger.debug("closing %r: no close frame from the peer in time", conn)
             session.closed = True
             self._linger(conn, session)
 
+    def _handshake_expired(self, conn: Connection, session: _Session) -> None:
+        session.timer = None
+        if conn.state is session and not conn.closing and session.state is _CONNECTING:
+            logger.warning(
+                "closing %r: no WebSocket handshake within %s s",
+                conn,
+                self.upgrader.handshake_timeout,
+            )
+            conn.abort()
+
 
 def _drop(conn: Connection) -> None:
+    session = conn.state
+    if isinstance(session, _Session):
+        session.timer = None
     conn.abort()  # no-op when the peer's FIN already closed it
 
 
-def _handshake_expired(conn: Connection, session: WebSocketSession) -> None:
-    if conn.state is session and not conn.closing and session.state is _CONNECTING:
-        logger.debug("closing %r: no WebSocket handshake in time", conn)
-        conn.abort()
-
-
 # -- sending from any thread -------------------------------------------------------------
-
-
-def _queue(conn: Connection, fn: Callable[..., None], *args: Any) -> None:
-    if conn.closing:
-        raise ConnectionClosed(f"{conn!r} is closed")
-    conn.loop.call_soon(fn, conn, *args)
-
-
-def _do_send(conn: Connection, message: str | bytes) -> None:
-    session = conn.state
-    if conn.closing or not isinstance(session, WebSocketSession):
-        return
-    frame = session.send(message)
-    if frame:
-        conn.write(frame)
-
-
-def _do_ping(conn: Connection, payload: bytes) -> None:
-    session = conn.state
-    if conn.closing or not isinstance(session, WebSocketSession):
-        return
-    frame = session.ping(payload)
-    if frame:
-        conn.write(frame)
-
-
-def _do_close(conn: Connection, code: int, reason: str) -> None:
-    protocol = conn.protocol
-    if isinstance(protocol, WebSocketProtocol):
-        protocol._start_close(conn, code, reason)
 
 
 def send_text(conn: Connection, text: str) -> None:
@@ -432,14 +503,14 @@ def send_text(conn: Connection, text: str) -> None:
     """
     if type(text) is not str:
         raise TypeError(f"send_text needs a str, not {type(text).__name__}")
-    _queue(conn, _do_send, text)
+    conn.send(text)
 
 
 def send_binary(conn: Connection, data: bytes | bytearray | memoryview) -> None:
     """Send a binary message. Safe from any thread (``data`` is copied unless it is bytes)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"send_binary needs bytes, not {type(data).__name__}")
-    _queue(conn, _do_send, data if type(data) is bytes else bytes(data))
+    conn.send(data if type(data) is bytes else bytes(data))
 
 
 def send(conn: Connection, message_type: MessageType | int, data: str | bytes) -> None:
@@ -457,22 +528,24 @@ def ping(conn: Connection, payload: bytes = b"") -> None:
     payload = bytes(payload)
     if len(payload) > 125:
         raise ValueError("ping payload larger than 125 bytes")
-    _queue(conn, _do_ping, payload)
+    conn.send(_Ping(payload))
 
 
 def close(conn: Connection, code: int = 1000, reason: str = "") -> None:
     """Start the closing handshake. Safe from any thread.
 
-    The close frame is sent, the peer's close frame awaited (at most the protocol's
-    ``close_timeout``), then the TCP connection is closed.
+    The close frame is sent (after anything sent before it), the peer's close frame awaited
+    (at most the protocol's ``close_timeout``), then the TCP connection is closed. A
+    ``conn.close()`` right after it still lets the close frame out first.
     """
     if not (code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011) or 3000 <= code < 5000):
         raise ValueError(f"close code {code} may not be sent")
     if len(reason.encode()) > 123:
         raise ValueError("close reason longer than 123 bytes")
-    if conn.closing:
-        return
-    conn.loop.call_soon(_do_close, conn, code, reason)
+    try:
+        conn.send(_Close(code, reason))
+    except ConnectionClosed:
+        pass  # already closing: nothing more to say
 
 
 def new_websocket_server(

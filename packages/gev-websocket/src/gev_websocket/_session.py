@@ -16,6 +16,14 @@ Messages go to ``on_message(context, message)`` as ``str`` (text) or ``bytes`` (
 arrival order and during :meth:`~WebSocketSession.receive`. Whatever the callback returns
 (``str``, ``bytes`` or None) is framed and appended to ``out`` right away, so replies keep
 their order with respect to pongs and to the close frame.
+
+Bounded work: with ``work_per_turn`` set, ``receive`` stops at a frame boundary once the
+frames wsproto parsed since the last stop have cost that much (bytes fed to wsproto and bytes
+it inflated or decoded, plus :data:`FRAME_WORK` per frame) and leaves the last
+:attr:`~WebSocketSession.unconsumed` bytes of ``data`` for the next call. A few KiB of
+compressed input can inflate to megabytes: without the bound, one read could keep a reactor
+busy for seconds. Frames the fast path takes cost in proportion to the bytes read, so the size
+of ``data`` bounds them already.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import binascii
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from wsproto import ConnectionType, WSConnection
@@ -43,7 +52,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError
 
-from ._compat import wsproto_idle
+from ._compat import wsproto_buffered, wsproto_idle
 from ._extensions import BoundedPerMessageDeflate, MessageLimits
 from ._fastpath import build_binary, build_message, build_text
 from ._fastpath import receive as _fastpath_receive
@@ -60,6 +69,11 @@ DEFAULT_MAX_HANDSHAKE_SIZE = 16 * 1024
 #: it is at most this big; larger or text frames are streamed through wsproto instead (which
 #: lets invalid UTF-8 fail fast, mid-frame).
 PENDING_FRAME_MAX = 64 * 1024
+#: What one frame parsed by wsproto counts for in ``work_per_turn``, besides its payload: its
+#: fixed cost (event objects, extension hooks) is that of a few KiB on the fast path.
+FRAME_WORK = 1024
+#: No bound on the work of one ``receive`` call.
+UNBOUNDED = 1 << 62
 
 # h11 ends a request head at the first blank line, accepting bare LF as well as CRLF; the
 # session must cut the request exactly where h11 will, so it uses the same pattern.
@@ -78,11 +92,22 @@ _EXTENSION_REASONS = {
     1009: "message too big",
 }
 
-_STATUS_TEXT = {
-    400: b"Bad Request",
-    431: b"Request Header Fields Too Large",
-    500: b"Internal Server Error",
-}
+
+def _reason_phrase(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b"Error"
+
+
+def _with_reason_phrase(response: bytes) -> bytes:
+    """h11 writes an empty reason phrase (``HTTP/1.1 401 \r\n``): name the status."""
+    line, sep, rest = response.partition(b"\r\n")
+    version, _, status = line.partition(b" ")
+    code = status.strip()
+    if not code.isdigit() or status != code + b" ":
+        return response
+    return b"%s %s %s%s%s" % (version, code, _reason_phrase(int(code)), sep, rest)
 
 
 @dataclass(frozen=True)
@@ -135,9 +160,17 @@ def _encode_headers(headers: HeaderList) -> list[tuple[bytes, bytes]]:
     ]
 
 
-def _plain_response(status: int) -> bytes:
-    text = _STATUS_TEXT.get(status, b"Error")
-    return b"HTTP/1.1 %d %s\r\ncontent-length: 0\r\nconnection: close\r\n\r\n" % (status, text)
+def _error_response(status: int, reason: str, headers: HeaderList = ()) -> bytes:
+    """A refusal: status line with its reason phrase, the reason as a text body, close."""
+    body = f"{status} {_reason_phrase(status).decode()}: {reason}\n".encode()
+    head = [b"HTTP/1.1 %d %s" % (status, _reason_phrase(status))]
+    head += [b"%s: %s" % pair for pair in _encode_headers(headers)]
+    head += [
+        b"content-type: text/plain; charset=utf-8",
+        b"content-length: %d" % len(body),
+        b"connection: close",
+    ]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
 def _frame_extent(data: bytes | bytearray | memoryview, pos: int, end: int) -> tuple[int, int]:
@@ -231,6 +264,12 @@ class WebSocketSession:
     :param max_frame_size: largest frame payload accepted (default: ``max_message_size``).
     :param max_handshake_size: largest HTTP request head accepted (431 beyond).
     :param fast_path: False routes every frame through wsproto (reference behaviour).
+    :param work_per_turn: work (bytes, see the module docstring) after which :meth:`receive`
+        stops at the next frame boundary, leaving :attr:`unconsumed` bytes; None processes all
+        of ``data`` every time. Only with ``fast_path`` (the reference mode is unbounded).
+    :param on_buffered: ``on_buffered(context, nbytes)`` whenever the number of bytes the
+        session holds between calls changes (a message arriving in fragments, the start of a
+        frame cut by the end of a read, an incomplete handshake).
     """
 
     __slots__ = (
@@ -244,19 +283,25 @@ class WebSocketSession:
         "_fast_limit",
         "_head",
         "_head_scan",
+        "_held",
+        "_on_buffered",
         "_on_message",
         "_on_open",
         "_on_pong",
         "_on_request",
         "_parts",
+        "_parts_size",
         "_pending",
         "_pending_need",
+        "_turn",
+        "_work",
         "_ws",
         "_wsp_left",
         "close_code",
         "close_reason",
         "closed",
         "compression",
+        "failure",
         "max_frame_size",
         "max_handshake_size",
         "max_message_size",
@@ -264,6 +309,7 @@ class WebSocketSession:
         "request",
         "subprotocol",
         "subprotocols",
+        "unconsumed",
     )
 
     def __init__(
@@ -280,7 +326,11 @@ class WebSocketSession:
         max_frame_size: int | None = None,
         max_handshake_size: int = DEFAULT_MAX_HANDSHAKE_SIZE,
         fast_path: bool = True,
+        work_per_turn: int | None = None,
+        on_buffered: Callable[[Any, int], None] | None = None,
     ) -> None:
+        if work_per_turn is not None and work_per_turn <= 0:
+            raise ValueError("work_per_turn must be > 0 or None")
         if max_message_size < 0 or max_message_size >= 1 << 63:
             raise ValueError("max_message_size out of range")
         if max_frame_size is None:
@@ -304,6 +354,10 @@ class WebSocketSession:
         self.max_handshake_size = max_handshake_size
         self._fast_enabled = fast_path
         self._fast_limit = min(max_message_size, max_frame_size)
+        self._turn = UNBOUNDED if work_per_turn is None else work_per_turn
+        self._work = 0
+        self._on_buffered = on_buffered
+        self._held = 0
 
         # The handshake object; dropped once OPEN (with h11 inside, it is ~2 KiB per
         # connection that nothing needs any more).
@@ -321,6 +375,7 @@ class WebSocketSession:
         self._cut_header = b""
         self._wsp_left = 0
         self._parts: list[Any] = []
+        self._parts_size = 0
 
         #: True once the transport should be closed (after writing what is in ``out``).
         self.closed = False
@@ -331,6 +386,12 @@ class WebSocketSession:
         self.request: Request | None = None
         #: The negotiated subprotocol, if any.
         self.subprotocol: str | None = None
+        #: Why the session failed through the peer's fault, for the log: an HTTP refusal of
+        #: the handshake or a close for a protocol error (1002, 1007, 1009). None otherwise.
+        self.failure: str | None = None
+        #: Bytes at the end of the last ``data`` that :meth:`receive` left for the next call
+        #: (``work_per_turn`` reached); 0 when it took everything. The caller resets it.
+        self.unconsumed = 0
 
     # -- public state --------------------------------------------------------------------
 
@@ -365,6 +426,38 @@ class WebSocketSession:
                 if isinstance(event, CloseConnection) and self.close_code is None:
                     self.close_code = event.code
                     self.close_reason = event.reason
+
+    def release(self) -> None:
+        """Forget the context and the callbacks (the transport is gone for good).
+
+        A reactor calls this when the connection closes, so that the connection and its
+        session, which refer to each other, are freed by reference counting alone.
+        """
+        self._context = None
+        self._on_request = None
+        self._on_open = None
+        self._on_pong = None
+        self._on_buffered = None
+        # A bound method of the session itself (compressed replies): a cycle of its own.
+        self._build_reply = build_message
+
+    @property
+    def buffered(self) -> int:
+        """Bytes the session holds between calls (partial messages, frames, handshake)."""
+        return self._held
+
+    def _note_held(self) -> None:
+        held = len(self._pending) + self._parts_size + len(self._cut_header)
+        head = self._head
+        if head is not None:
+            held += len(head)
+        conn = self._conn
+        if conn is not None:
+            held += wsproto_buffered(conn)
+        if held != self._held:
+            self._held = held
+            if self._on_buffered is not None:
+                self._on_buffered(self._context, held)
 
     # -- output --------------------------------------------------------------------------
 
@@ -426,18 +519,18 @@ class WebSocketSession:
         if not head:
             return b""
         if head[0] not in _METHOD_START:  # not HTTP at all (e.g. a TLS hello): fail now
-            self._refuse(out, RejectConnection(status_code=400))
+            self._refuse(out, 400, "not an HTTP request")
             return b""
         match = _HEAD_END.search(head, self._head_scan)
         if match is None:
             if len(head) > self.max_handshake_size:
-                self._refuse(out, RejectConnection(status_code=431))
+                self._refuse(out, 431, f"request head over {self.max_handshake_size} bytes")
             else:
                 self._head_scan = max(0, len(head) - 2)
             return b""
         end = match.end()
         if end > self.max_handshake_size:
-            self._refuse(out, RejectConnection(status_code=431))
+            self._refuse(out, 431, f"request head over {self.max_handshake_size} bytes")
             return b""
         request_bytes = bytes(head[:end])
         rest = bytes(head[end:])
@@ -458,13 +551,19 @@ class WebSocketSession:
                     request = event
         except RemoteProtocolError as exc:
             hint = exc.event_hint
-            self._refuse(out, hint if isinstance(hint, RejectConnection) else None)
+            if isinstance(hint, RejectConnection):
+                self._refuse(out, hint.status_code, str(exc), hint.headers)
+            else:
+                self._refuse(out, 400, str(exc))
             return
         except (UnicodeError, ValueError):  # e.g. an IDNA-invalid Host header
-            self._refuse(out, None)
+            self._refuse(out, 400, "invalid Host header")
             return
-        if request is None or not _valid_key(request):
-            self._refuse(out, None)
+        if request is None:
+            self._refuse(out, 400, "not a WebSocket upgrade request")
+            return
+        if not _valid_key(request):
+            self._refuse(out, 400, "invalid Sec-WebSocket-Key")
             return
         self.request = request
 
@@ -473,7 +572,8 @@ class WebSocketSession:
             try:
                 decision = self._on_request(request)
             except BaseException:
-                self._refuse(out, RejectConnection(status_code=500))
+                self._refuse(out, 500, "on_request failed")
+                self.failure = None  # our fault, not the peer's: logged with the traceback
                 raise
         if isinstance(decision, Reject):
             self._reject(out, decision)
@@ -483,7 +583,8 @@ class WebSocketSession:
         if isinstance(decision, Accept):
             subprotocol = decision.subprotocol
             if subprotocol is not None and subprotocol not in request.subprotocols:
-                self._refuse(out, RejectConnection(status_code=500))
+                self._refuse(out, 500, "on_request chose a subprotocol the client did not offer")
+                self.failure = None
                 raise ValueError(f"on_request chose subprotocol {subprotocol!r}, not offered")
             extra_headers = _encode_headers(decision.headers)
         else:
@@ -507,11 +608,13 @@ class WebSocketSession:
         extensions.append(MessageLimits(self.max_message_size, self.max_frame_size))
 
         out.append(
-            ws.send(
-                AcceptConnection(
-                    subprotocol=subprotocol,
-                    extensions=extensions,
-                    extra_headers=extra_headers,
+            _with_reason_phrase(
+                ws.send(
+                    AcceptConnection(
+                        subprotocol=subprotocol,
+                        extensions=extensions,
+                        extra_headers=extra_headers,
+                    )
                 )
             )
         )
@@ -527,20 +630,12 @@ class WebSocketSession:
         if self._on_open is not None:
             self._on_open(self._context)
 
-    def _refuse(self, out: list[bytes], event: RejectConnection | None) -> None:
+    def _refuse(self, out: list[bytes], status: int, reason: str, headers: HeaderList = ()) -> None:
         """Answer a bad or refused request with an HTTP error and ask for the close."""
         self.closed = True
         self._head = None
-        if event is None:
-            event = RejectConnection(status_code=400)
-        headers = [*event.headers, (b"connection", b"close")]
-        try:
-            assert self._ws is not None
-            out.append(
-                self._ws.send(RejectConnection(status_code=event.status_code, headers=headers))
-            )
-        except Exception:  # h11 refuses to respond in some error states; answer by hand
-            out.append(_plain_response(event.status_code))
+        self.failure = f"handshake refused with HTTP {status}: {reason}"
+        out.append(_error_response(status, reason, headers))
 
     def _reject(self, out: list[bytes], reject: Reject) -> None:
         self.closed = True
@@ -549,11 +644,14 @@ class WebSocketSession:
         headers = _encode_headers(reject.headers)
         headers.append((b"connection", b"close"))
         if not reject.body:
-            out.append(ws.send(RejectConnection(status_code=reject.status, headers=headers)))
+            response = ws.send(RejectConnection(status_code=reject.status, headers=headers))
+            out.append(_with_reason_phrase(response))
             return
         headers.append((b"content-length", b"%d" % len(reject.body)))
         out.append(
-            ws.send(RejectConnection(status_code=reject.status, headers=headers, has_body=True))
+            _with_reason_phrase(
+                ws.send(RejectConnection(status_code=reject.status, headers=headers, has_body=True))
+            )
             + ws.send(RejectData(data=reject.body, body_finished=True))
         )
 
@@ -566,10 +664,18 @@ class WebSocketSession:
 
         Handles the handshake, bytes kept from the previous read, and frames that go to
         wsproto (fed one frame at a time). Returns ``(data, pos)``: where the fast path can
-        resume (``data`` may be a new buffer), or ``pos == len(data)`` when all is consumed.
+        resume (``data`` may be a new buffer), or ``pos == len(data)`` when all is consumed or
+        ``work_per_turn`` ran out (then :attr:`unconsumed` says how much is left).
         *stopped* means the fast path stopped at the frame at ``data[pos]`` and that frame
-        must be dealt with here.
+        must be dealt with here. The bytes it leaves held are reported afterwards.
         """
+        result = self._slow_path_steps(data, pos, out, stopped)
+        self._note_held()
+        return result
+
+    def _slow_path_steps(
+        self, data: bytes | bytearray | memoryview, pos: int, out: list[bytes], stopped: bool
+    ) -> tuple[bytes | bytearray | memoryview, int]:
         if self.closed:
             return data, len(data)
         if self._conn is None:
@@ -611,10 +717,18 @@ class WebSocketSession:
                 self._wsp_left = owed - (stop - pos)
                 self._feed(data[pos:stop], out)
                 pos = stop
-                if not self._wsp_left and not self._parts and not self.closed:
+                if self._wsp_left or self.closed:
+                    continue
+                if not self._parts:
                     conn = self._conn
                     assert conn is not None
                     self._fast = wsproto_idle(conn)
+                if self._work >= self._turn and pos < end:
+                    # Out of work at a frame boundary, with nothing of a frame held: the rest
+                    # waits for the next call. To the fast path's loop all is consumed.
+                    self._work = 0
+                    self.unconsumed = end - pos
+                    return data, end
                 continue
             if self._fast:
                 if not stopped:
@@ -641,6 +755,7 @@ class WebSocketSession:
     def _feed(self, chunk: bytes | bytearray | memoryview, out: list[bytes]) -> None:
         conn = self._conn
         assert conn is not None
+        self._work += FRAME_WORK + len(chunk)
         conn.receive_data(chunk)  # type: ignore[arg-type]  # wsproto copies into its buffer
         for event in conn.events():
             self._dispatch(conn, event, out)
@@ -653,12 +768,15 @@ class WebSocketSession:
             assert isinstance(event, (BytesMessage, TextMessage))
             parts = self._parts
             data = event.data
+            # Inflated (or decoded) payload: what the peer's bytes made us produce.
+            self._work += len(data)
             if event.message_finished:
                 message: Message
                 if parts:
                     parts.append(data)
                     message = "".join(parts) if isinstance(data, str) else b"".join(parts)
                     self._parts = []
+                    self._parts_size = 0
                 else:
                     message = data if isinstance(data, str) else bytes(data)
                 reply = self._on_message(self._context, message)
@@ -666,6 +784,7 @@ class WebSocketSession:
                     out.append(self._build_reply(reply))
             elif data:
                 parts.append(data)
+                self._parts_size += len(data)
         elif kind is Ping:
             assert isinstance(event, Ping)
             if conn.state is _OPEN:
@@ -689,7 +808,11 @@ class WebSocketSession:
             # wsproto failed the connection (a ParseFailed): send the close frame ourselves.
             if reason == "error in extension":
                 reason = _EXTENSION_REASONS.get(event.code, reason)
+            elif event.code == 1007:
+                # wsproto's reason is Python's UnicodeDecodeError text: say it plainly.
+                reason = "invalid UTF-8"
             out.append(conn.send(CloseConnection(code=event.code, reason=reason)))
+            self.failure = f"closed with {event.code}: {reason}"
         # else LOCAL_CLOSING/CLOSED: this is the answer to our own close frame.
         self.close_code = event.code
         self.close_reason = reason

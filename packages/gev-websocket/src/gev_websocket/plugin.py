@@ -56,6 +56,14 @@ def gev_addoption(parser: argparse.ArgumentParser) -> None:
         help="drop connections that have not completed the upgrade by then (default 10; 0: never)",
     )
     group.add_argument(
+        "--ws-work-per-turn",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="work (bytes received, inflated or parsed) one connection does before the others"
+        " get their turn (default 256 KiB)",
+    )
+    group.add_argument(
         "--ws-close-timeout",
         type=float,
         default=None,

@@ -174,3 +174,32 @@ def feed_chunks(
             closed = session.receive(data[a:b], out)
         calls.append((session.messages[before:], b"".join(out), closed))
     return calls
+
+
+def feed_turns(
+    session: WebSocketSession, data: bytes, cuts: Sequence[int]
+) -> tuple[list[Any], bytes, bool]:
+    """Feed *data* cut at *cuts* the way a reactor does when the session bounds its work.
+
+    Bytes a call leaves (:attr:`~gev_websocket.WebSocketSession.unconsumed`) are handed back
+    first on the next call, with the next chunk behind them once they have all been taken,
+    until everything is consumed or the session closed. Returns (messages delivered, every
+    byte out, closed).
+    """
+    bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(data))), len(data)]
+    before = len(session.messages)
+    out: list[bytes] = []
+    pending = b""
+    closed = False
+    for a, b in itertools.pairwise(bounds):
+        pending += data[a:b]
+        while pending and not closed:
+            closed = session.receive(pending, out)
+            left = session.unconsumed
+            session.unconsumed = 0
+            pending = pending[len(pending) - left :] if left else b""
+            if not left:
+                break
+        if closed:
+            break
+    return session.messages[before:], b"".join(out), closed
