@@ -1,4 +1,4 @@
-"""The seed's maximum-connections example: the (max+1)th client is refused with shutdown_write.
+"""The seed's maximum-connections example: the (max+1)th client is refused and closed.
 
 python examples/max_connections.py --port 1833 --max 1
 """
@@ -26,7 +26,10 @@ class Limited(Handler):
             over = self.clients > self.max_connections
         log.info("on_connect %s", conn.peer_addr)
         if over:
-            conn.shutdown_write()
+            # close(), not shutdown_write(): the descriptor is released once the client has
+            # seen the FIN and closed too, or after the server's linger timeout if it never
+            # does, instead of staying open for as long as the client keeps its end.
+            conn.close()
             log.info("refused connection %s", conn.peer_addr)
 
     def on_message(self, conn, ctx, data):  # type: ignore[no-untyped-def]
