@@ -22,7 +22,7 @@ from ._plugins import (
 )
 from ._protocol import DefaultProtocol, LengthFieldProtocol, LineProtocol, Protocol
 from ._server import Server, least_connections, round_robin
-from ._workers import serve_workers
+from ._workers import Supervisor, serve_workers
 
 COMPILED: bool = _compiled.package_is_compiled(__name__)
 """True when this package runs compiled code (a wheel built with a C compiler, and
@@ -48,6 +48,7 @@ __all__ = [
     "ProtocolError",
     "ProtocolRegistry",
     "Server",
+    "Supervisor",
     "TimerHandle",
     "__version__",
     "get_plugin_manager",

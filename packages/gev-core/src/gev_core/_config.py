@@ -162,11 +162,14 @@ class ServeConfig:
         """Import the application and return its handler (see :func:`load_handler`)."""
         return load_handler(self.app, self.app_dir)
 
-    def server_kwargs(self) -> dict[str, Any]:
+    def server_kwargs(self, worker_index: int | None = None) -> dict[str, Any]:
         """Keyword arguments of :class:`~gev_core.Server` for this configuration.
 
         ``options`` (what plugins see as ``config.options``) carries every setting, plugin
-        options included, as the parsed command line had them.
+        options included, as the parsed command line had them, and the worker's identity:
+        ``options["worker_index"]`` is ``worker_index`` (the slot of a supervised worker
+        process, ``0`` to ``workers - 1``; ``None`` outside a supervisor), so that a plugin can
+        tell the workers apart (a metrics label, a per-worker file).
         """
         kwargs: dict[str, Any] = {
             "address": self.address,
@@ -191,6 +194,7 @@ class ServeConfig:
             **self.options,
             "address": self.display_address,
             "reuse_port": self.reuse_port,
+            "worker_index": worker_index,
         }
         kwargs["options"] = options
         return kwargs

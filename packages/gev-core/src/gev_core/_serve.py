@@ -40,7 +40,7 @@ def serve(config: ServeConfig, pm: GevPluginManager, worker: WorkerArgs | None =
     """Serve ``config``; returns the exit status. Raises :class:`StartupError` if it cannot."""
     if config.workers is not None and worker is None:
         try:
-            return Supervisor(config).run()
+            return Supervisor(config, plugins=pm).run()
         except OSError as exc:
             raise StartupError(f"cannot listen on {config.display_address}: {exc}") from None
     return run_server(config, pm, worker)
@@ -83,7 +83,7 @@ def run_server(config: ServeConfig, pm: GevPluginManager, worker: WorkerArgs | N
 
 def _build(config: ServeConfig, pm: GevPluginManager, worker: WorkerArgs | None) -> Server:
     handler = config.load_handler()
-    kwargs = config.server_kwargs()
+    kwargs = config.server_kwargs(worker.index if worker is not None else None)
     sock = socket.socket(fileno=worker.listen_fd) if worker is not None else None
     try:
         return Server(handler, **kwargs, sock=sock, handle_signals=False, plugins=pm)

@@ -383,6 +383,11 @@ class Server:
                 for t in self._threads:
                     t.join()
                 self._close_listener()
+                # Before _stopped: stop(wait=True) returns once the hooks have run too.
+                try:
+                    self.pluginmanager.hook.gev_server_stopped(server=self)
+                except Exception:
+                    logger.exception("a gev_server_stopped hook failed")
                 self._stopped.set()
 
     def _on_signal(self, signum: int) -> None:

@@ -94,10 +94,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ._bind import SocketFile, bind_socket, format_address
 from ._config import ServeConfig
 from ._signals import capture_signals, signal_name
+
+if TYPE_CHECKING:
+    from ._plugins import GevPluginManager
 
 logger = logging.getLogger("gev")
 
@@ -242,6 +246,7 @@ class _Worker:
     ready: bool = False
     serving: bool = False  # has its go
     kill_at: float | None = None  # draining: killed if still running then
+    reported: bool = False  # gev_worker_exited has been called for it
 
 
 @dataclass
@@ -267,6 +272,9 @@ class Supervisor:
     :param config: what to serve (``config.worker_args()`` is each worker's command line).
     :param python: interpreter for the workers (default: this one).
     :param env: environment for the workers (default: inherited).
+    :param plugins: the plugin manager whose supervisor hooks to call
+        (``gev_supervisor_started``, ``gev_worker_exited``, ``gev_supervisor_stopped``); ``gev
+        serve`` passes its own. None: no hooks are called.
 
     :meth:`run` blocks until the supervisor is stopped: by SIGTERM or SIGINT when it runs on the
     main thread, or by :meth:`stop` from any thread. SIGHUP (or :meth:`reload`) replaces the
@@ -279,6 +287,7 @@ class Supervisor:
         *,
         python: str | None = None,
         env: dict[str, str] | None = None,
+        plugins: GevPluginManager | None = None,
     ) -> None:
         if config.workers is None:
             raise ValueError("config.workers must be set for a Supervisor")
@@ -287,6 +296,10 @@ class Supervisor:
         self.port_sharing = config.sharing
         self.python = python or sys.executable
         self.env = env
+        #: Variables added to every worker's environment (plugins set them in
+        #: ``gev_supervisor_started``).
+        self.worker_env: dict[str, str] = {}
+        self.pluginmanager = plugins
         #: The bound address (``"host:port"`` or ``"unix:..."``) once :meth:`run` has bound it.
         self.address = ""
         self._slots: list[_Slot] = []
@@ -351,18 +364,37 @@ class Supervisor:
         signals = [signal.SIGINT, signal.SIGTERM]
         signals += [getattr(signal, n) for n in ("SIGHUP", "SIGCHLD") if hasattr(signal, n)]
         # Handlers before binding: once the port exists a client or a test may signal us.
+        started = False
         with capture_signals(self._on_signal, signals, wakeup_fd=self._wake_w):
             try:
                 self._bind()
                 if any(r in ("int", "term", "stop", "kill") for r in self._requests):
                     return 0  # stopped while binding: start nothing
+                if self.pluginmanager is not None:
+                    started = True
+                    self.pluginmanager.hook.gev_supervisor_started(supervisor=self)
                 return self._supervise()
             finally:
                 self._shutdown_now()
+                if started:
+                    self._call_hook("gev_supervisor_stopped")
                 self._sel.close()
                 os.close(wake_r)
                 os.close(self._wake_w)
                 self._wake_w = -1
+
+    def _call_hook(self, name: str, **kwargs: object) -> None:
+        if self.pluginmanager is None:
+            return
+        try:
+            getattr(self.pluginmanager.hook, name)(supervisor=self, **kwargs)
+        except Exception:
+            logger.exception("a %s hook failed", name)
+
+    def _report_exit(self, w: _Worker, returncode: int) -> None:
+        if not w.reported:
+            w.reported = True
+            self._call_hook("gev_worker_exited", index=w.slot, pid=w.proc.pid, returncode=returncode)
 
     # ------------------------------------------------------------------ signals and requests
 
@@ -530,11 +562,14 @@ class Supervisor:
         ]
         # Internal options first: after the user's arguments a "--" would make them positional.
         cmd += self.config.worker_args()
+        env = self.env
+        if self.worker_env:
+            env = {**(os.environ if env is None else env), **self.worker_env}
         try:
             proc = subprocess.Popen(
                 cmd,
                 pass_fds=[theirs.fileno(), listen_fd],
-                env=self.env,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 close_fds=True,
             )
@@ -618,6 +653,7 @@ class Supervisor:
         if returncode is not None:
             self._read_ctl(w)  # a ready written just before dying still counts
             self._close_ctl(w)
+            self._report_exit(w, returncode)
         return returncode
 
     def _reap(self) -> None:
@@ -807,6 +843,8 @@ class Supervisor:
             if new.proc.poll() is None:
                 new.proc.kill()
                 new.proc.wait(5)
+            if new.proc.returncode is not None:
+                self._report_exit(new, new.proc.returncode)
             logger.error(
                 "rolling restart aborted: the new worker %d (pid %d): %s; the running workers"
                 " keep serving",
@@ -879,6 +917,8 @@ class Supervisor:
                 except subprocess.TimeoutExpired:
                     logger.error("worker %d (pid %d) survived SIGKILL", w.slot, w.proc.pid)
             self._close_ctl(w)
+            if w.proc.returncode is not None:
+                self._report_exit(w, w.proc.returncode)
         closed: set[int] = set()
         for slot in self._slots:
             if id(slot.listener) not in closed:

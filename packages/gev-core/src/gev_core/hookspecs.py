@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ._plugins import Config
     from ._protocol import Protocol
     from ._server import Server
+    from ._workers import Supervisor
 
 #: The one name of the plugin system: pluggy project name, hook prefix and entry-point group.
 NAME = "gev"
@@ -67,6 +68,12 @@ def gev_configure(config: Config) -> None:
     Read ``config.options`` (the server's keyword arguments merged with ``gev serve``'s parsed
     options) and validate them: raise ``ValueError`` with a clear message for bad values. Historic:
     a plugin registered later still gets the call.
+
+    Under ``gev serve --workers N``, ``config.options["worker_index"]`` is the index (``0`` to
+    ``N - 1``) of this worker process's slot -- a worker that replaces another (a restart, a
+    rolling restart) gets the index of the one it replaces -- and ``config.options["workers"]``
+    is ``N``; ``worker_index`` is ``None`` (or absent) in a process that is not a supervised
+    worker.
 
     :param config: the server's configuration; ``config.server`` is the :class:`Server`.
 
@@ -160,6 +167,18 @@ def gev_server_stopping(server: Server) -> None:
 
 
 @hookspec
+def gev_server_stopped(server: Server) -> None:
+    """Called when ``server.start()`` returns, on the thread that called it.
+
+    Every connection has been closed (``on_close`` has run for each) and the listener too: the
+    place to release what :func:`gev_server_started` set up. ``server.stop(wait=True)`` returns
+    after it. Not called for a server that never started.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
 def gev_connection_made(connection: Connection) -> None:
     """Called on the connection's loop for each accepted connection, before ``on_connect``.
 
@@ -175,6 +194,54 @@ def gev_connection_lost(connection: Connection) -> None:
     """Called on the connection's loop once it is closed, before the handler's ``on_close``.
 
     Resolved once at server start, like :func:`gev_connection_made`.
+
+    .. versionadded:: 0.1
+    """
+
+
+# -------------------------------------------------------------------------------------------------
+# The supervisor of ``gev serve --workers``
+# -------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def gev_supervisor_started(supervisor: Supervisor) -> None:
+    """Called in the supervisor process of ``gev serve --workers`` once it has bound the
+    listening sockets, before it starts the first worker.
+
+    The supervisor runs no :class:`~gev_core.Server` (its workers do), so this is where a plugin
+    sets up what belongs to the whole group of workers: an admin endpoint reporting
+    ``supervisor.ready``, say. ``supervisor.config.options`` holds the options the plugins added
+    to ``gev serve``, as parsed; variables put into ``supervisor.worker_env`` are added to the
+    environment of every worker started from then on. A hook that raises stops the supervisor
+    before any worker starts.
+
+    :param supervisor: the :class:`~gev_core.Supervisor`.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def gev_worker_exited(supervisor: Supervisor, index: int, pid: int, returncode: int) -> None:
+    """Called in the supervisor for each worker process that has exited, once.
+
+    Whatever the reason: a crash (the supervisor restarts it), a stop, a rolling restart that
+    replaced it, or a new worker that never became ready.
+
+    :param supervisor: the :class:`~gev_core.Supervisor`.
+    :param index: the worker's slot (``config.options["worker_index"]`` in that worker).
+    :param pid: its process id.
+    :param returncode: its exit status; negative for the signal that killed it.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def gev_supervisor_stopped(supervisor: Supervisor) -> None:
+    """Called in the supervisor once every worker has exited, before ``Supervisor.run()``
+    returns; also when it fails after :func:`gev_supervisor_started`.
 
     .. versionadded:: 0.1
     """
