@@ -14,7 +14,8 @@ PACKAGES=(
   gcc       # the compiled build: mypyc's C output and gev-websocket's unmask kernel
   chromium  # tests/test_browser.py, tests/test_examples_pubsub.py: a real browser
   redis-server  # gev-pubsub's Redis bridge tests (started by the tests on an ephemeral port)
-  haproxy   # docs/how-to/tls.md: TLS terminated in front of a gev server
+  haproxy   # docs/how-to/tls.md, gev-proxy-protocol's tests, tests/test_behind_haproxy.py
+  prometheus  # gev-metrics' tests and docs/deploying.md: a real Prometheus scraping gev
   openssl   # docs/how-to/tls.md: a self-signed certificate for it
 )
 
