@@ -38,6 +38,18 @@ SERVERS = {
     "gev-ws": ["{python}", str(ROOT / "examples" / "websocket_echo.py"), "--port", "{port}"],
     "picows": ["{python}", str(BENCH / "servers" / "picows_echo.py"), "--port", "{port}"],
     "websockets": ["{python}", str(BENCH / "servers" / "websockets_echo.py"), "--port", "{port}"],
+    # gev-metrics enabled, loaded but off, absent (bench/servers/gev_metrics_echo.py).
+    **{
+        f"gev-metrics-{state}": [
+            "{python}",
+            str(BENCH / "servers" / "gev_metrics_echo.py"),
+            "--port",
+            "{port}",
+            "--metrics",
+            state,
+        ]
+        for state in ("on", "off", "none")
+    },
 }
 
 

@@ -101,6 +101,16 @@ SERVERS: dict[str, dict] = {
     },
 }
 
+# The cost of gev-metrics: the same echo with the plugin enabled, loaded but off, and absent
+# (bench/servers/gev_metrics_echo.py). Opt-in: they run only when named in --servers.
+_METRICS_ECHO = ["{python}", "{bench}/servers/gev_metrics_echo.py", "--port", "{port}"]
+for _state in ("on", "off", "none"):
+    SERVERS[f"gev-metrics-{_state}"] = {
+        "cmd": [*_METRICS_ECHO, "--metrics", _state],
+        "tags": {"tcp"},
+        "opt_in": True,
+    }
+
 
 @dataclass
 class Scenario:
@@ -914,7 +924,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"scenario {n:12s} needs={s.needs:4s} {s.describe()}")
         return 0
 
-    sel_servers = args.servers.split(",") if args.servers else list(servers)
+    sel_servers = (
+        args.servers.split(",")
+        if args.servers
+        else [n for n, e in servers.items() if not e.get("opt_in")]
+    )
     for s in sel_servers:
         if s not in servers:
             raise SystemExit(f"unknown server {s!r}; known: {', '.join(servers)}")

@@ -25,7 +25,7 @@ from gev_proxy_protocol.testing import HAProxy, haproxy_path
 
 PHASE_B = pytest.mark.xfail(strict=True, reason="phase B: gev-core's preamble stage")
 
-APP = '''
+APP = """
 import os
 
 from gev_core import Handler
@@ -37,9 +37,9 @@ class Who(Handler):
 
     def on_message(self, conn, ctx, data):
         return f"{conn.peer_addr} {conn.get('at_connect')} {os.getpid()}\\n".encode()
-'''
+"""
 
-WS_APP = '''
+WS_APP = """
 import os
 
 from gev_websocket import MessageType, WebSocketHandler
@@ -48,7 +48,7 @@ from gev_websocket import MessageType, WebSocketHandler
 class Who(WebSocketHandler):
     def on_message(self, conn, data):
         return MessageType.TEXT, f"{conn.peer_addr} {os.getpid()}"
-'''
+"""
 
 
 @pytest.fixture
@@ -68,8 +68,20 @@ def gev_workers(tmp_path: Path, app: str, *args: str) -> Iterator[tuple[int, Pat
     log = tmp_path / "gev.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gev_core", "serve", "app:Who", "--app-dir", str(tmp_path),
-             "--address", "127.0.0.1:0", "--workers", "2", *args],  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "gev_core",
+                "serve",
+                "app:Who",
+                "--app-dir",
+                str(tmp_path),
+                "--address",
+                "127.0.0.1:0",
+                "--workers",
+                "2",
+                *args,
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -121,10 +133,12 @@ def through_both_workers(address: tuple[str, int], tries: int = 60) -> list[tupl
 
 def test_the_harness_without_the_proxy_protocol(haproxy: str, tmp_path: Path) -> None:
     # Plain TCP through HAProxy: every connection comes from HAProxy.
-    with gev_workers(tmp_path, APP, "--protocol", "line") as (port, _):
-        with HAProxy(("127.0.0.1", port), send_proxy=None) as proxy:
-            for client, seen, _ in through_both_workers(proxy.address):
-                assert seen.startswith("127.0.0.1:") and seen != client
+    with (
+        gev_workers(tmp_path, APP, "--protocol", "line") as (port, _),
+        HAProxy(("127.0.0.1", port), send_proxy=None) as proxy,
+    ):
+        for client, seen, _ in through_both_workers(proxy.address):
+            assert seen.startswith("127.0.0.1:") and seen != client
 
 
 @PHASE_B
@@ -132,24 +146,24 @@ def test_the_harness_without_the_proxy_protocol(haproxy: str, tmp_path: Path) ->
 def test_the_handler_sees_the_client_through_haproxy(
     haproxy: str, tmp_path: Path, version: str
 ) -> None:
-    with gev_workers(
-        tmp_path, APP, "--protocol", "line", "--proxy-protocol",
-        "--proxy-protocol-trusted", "127.0.0.1/32",
-    ) as (port, _):  # fmt: skip
-        with HAProxy(("127.0.0.1", port), send_proxy=version) as proxy:
-            for client, seen, _ in through_both_workers(proxy.address):
-                assert seen == client
+    trusted = ("--proxy-protocol", "--proxy-protocol-trusted", "127.0.0.1/32")
+    with (
+        gev_workers(tmp_path, APP, "--protocol", "line", *trusted) as (port, _),
+        HAProxy(("127.0.0.1", port), send_proxy=version) as proxy,
+    ):
+        for client, seen, _ in through_both_workers(proxy.address):
+            assert seen == client
 
 
 @PHASE_B
 def test_an_untrusted_proxy_is_refused_with_a_logged_reason(haproxy: str, tmp_path: Path) -> None:
-    with gev_workers(
-        tmp_path, APP, "--protocol", "line", "--proxy-protocol",
-        "--proxy-protocol-trusted", "10.0.0.0/8",
-    ) as (port, log):  # fmt: skip
-        with HAProxy(("127.0.0.1", port), send_proxy="v2") as proxy:
-            with pytest.raises((AssertionError, OSError)):
-                ask(proxy.address, "127.0.0.20")
+    trusted = ("--proxy-protocol", "--proxy-protocol-trusted", "10.0.0.0/8")
+    with gev_workers(tmp_path, APP, "--protocol", "line", *trusted) as (port, log):
+        with (
+            HAProxy(("127.0.0.1", port), send_proxy="v2") as proxy,
+            pytest.raises((AssertionError, OSError)),
+        ):
+            ask(proxy.address, "127.0.0.20")
         deadline = time.monotonic() + 30
         while "not in the trusted proxy networks" not in log.read_text():
             assert time.monotonic() < deadline, log.read_text()
@@ -171,23 +185,23 @@ def test_a_missing_header_is_refused(haproxy: str, tmp_path: Path) -> None:
 def test_websocket_clients_through_haproxy(haproxy: str, tmp_path: Path) -> None:
     sync = pytest.importorskip("websockets.sync.client")
     pytest.importorskip("gev_websocket")
-    with gev_workers(
-        tmp_path, WS_APP, "--protocol", "websocket", "--proxy-protocol",
-        "--proxy-protocol-trusted", "127.0.0.1/32",
-    ) as (port, _):  # fmt: skip
-        with HAProxy(("127.0.0.1", port), send_proxy="v2") as proxy:
-            pids = set()
-            for i in range(40):
-                sock = socket.socket()
-                sock.bind((f"127.0.0.{30 + i}", 0))
-                sock.settimeout(30)
-                sock.connect(proxy.address)
-                client = "{}:{}".format(*sock.getsockname()[:2])
-                with sync.connect(f"ws://{proxy.address[0]}:{proxy.address[1]}/", sock=sock) as ws:
-                    ws.send("who")
-                    seen, pid = str(ws.recv(timeout=30)).split()
-                assert seen == client
-                pids.add(pid)
-                if len(pids) == 2:
-                    break
-            assert len(pids) == 2
+    trusted = ("--proxy-protocol", "--proxy-protocol-trusted", "127.0.0.1/32")
+    with (
+        gev_workers(tmp_path, WS_APP, "--protocol", "websocket", *trusted) as (port, _),
+        HAProxy(("127.0.0.1", port), send_proxy="v2") as proxy,
+    ):
+        pids = set()
+        for i in range(40):
+            sock = socket.socket()
+            sock.bind((f"127.0.0.{30 + i}", 0))
+            sock.settimeout(30)
+            sock.connect(proxy.address)
+            client = "{}:{}".format(*sock.getsockname()[:2])
+            with sync.connect(f"ws://{proxy.address[0]}:{proxy.address[1]}/", sock=sock) as ws:
+                ws.send("who")
+                seen, pid = str(ws.recv(timeout=30)).split()
+            assert seen == client
+            pids.add(pid)
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2

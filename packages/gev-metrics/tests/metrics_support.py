@@ -17,7 +17,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-APP = '''
+APP = """
 from gev_core import Handler
 
 
@@ -26,7 +26,7 @@ class Echo(Handler):
         if data.strip() == b"who":
             return f"{conn.peer_addr}\\n".encode()
         return data
-'''
+"""
 
 
 def http_get(url: str, timeout: float = 10.0) -> tuple[int, str]:
@@ -76,8 +76,18 @@ def gev_serve(
     log = tmp_path / "gev.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gev_core", "serve", "app:Echo", "--app-dir", str(tmp_path),
-             "--address", "127.0.0.1:0", *args],  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "gev_core",
+                "serve",
+                "app:Echo",
+                "--app-dir",
+                str(tmp_path),
+                "--address",
+                "127.0.0.1:0",
+                *args,
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -28,9 +28,7 @@ def test_probes_and_metrics() -> None:
     def before() -> None:
         state["scrapes"] += 1
 
-    admin = AdminServer(
-        "127.0.0.1:0", registry, ready=lambda: state["ready"], before_scrape=before
-    )
+    admin = AdminServer("127.0.0.1:0", registry, ready=lambda: state["ready"], before_scrape=before)
     try:
         assert http_get(admin.url + "/healthz") == (200, "ok\n")
         assert http_get(admin.url + "/readyz") == (200, "ready\n")

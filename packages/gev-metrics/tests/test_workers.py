@@ -58,8 +58,10 @@ def test_one_scrape_gives_every_worker(tmp_path: Path) -> None:
         for c in clients[N // 2 :]:
             c.close()
         wait_until(
-            lambda: "replaced worker 1" in served.read_log()
-            and served.read_log().count("replaced worker") >= 2,
+            lambda: (
+                "replaced worker 1" in served.read_log()
+                and served.read_log().count("replaced worker") >= 2
+            ),
             90,
             "old workers gone",
         )

@@ -98,7 +98,8 @@ def test_haproxy_v2_checksum_and_unique_id(haproxy: str, recorder: Recorder) -> 
     header = parse_header(recorder.received[0])
     assert header is not None and header.crc32c is not None  # and it was verified
     port = f"{client[1]:04X}"
-    assert header.unique_id is not None and header.unique_id.startswith(b"7F000008:" + port.encode())
+    assert header.unique_id is not None
+    assert header.unique_id.startswith(b"7F000008:" + port.encode())
 
 
 def _has_ipv6_loopback() -> bool:
@@ -129,9 +130,22 @@ def certificate(tmp_path: Path) -> Path:
             pytest.fail("openssl must be installed in CI (tools/install-system-deps.sh)")
         pytest.skip("no openssl")
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=gev.test", "-keyout", str(tmp_path / "key.pem"),
-         "-out", str(tmp_path / "cert.pem")],  # fmt: skip
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=gev.test",
+            "-keyout",
+            str(tmp_path / "key.pem"),
+            "-out",
+            str(tmp_path / "cert.pem"),
+        ],
         check=True,
         capture_output=True,
     )
@@ -151,11 +165,13 @@ def test_haproxy_v2_tls_details(haproxy: str, recorder: Recorder, certificate: P
         context = ssl.create_default_context(cafile=str(certificate / "cert.pem"))
         context.check_hostname = False
         context.set_alpn_protocols(["h2"])
-        with socket.create_connection(proxy.address, timeout=30) as raw:
-            with context.wrap_socket(raw, server_hostname="app.gev.test") as tls:
-                tls.sendall(b"secret end")
-                assert tls.recv(10) == b"ok"
-                version, cipher = tls.version(), tls.cipher()[0]  # type: ignore[index]
+        with (
+            socket.create_connection(proxy.address, timeout=30) as raw,
+            context.wrap_socket(raw, server_hostname="app.gev.test") as tls,
+        ):
+            tls.sendall(b"secret end")
+            assert tls.recv(10) == b"ok"
+            version, cipher = tls.version(), tls.cipher()[0]  # type: ignore[index]
         done.join(30)
     data = recorder.received[0]
     header = parse_header(data)

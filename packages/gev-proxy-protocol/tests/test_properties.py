@@ -94,5 +94,5 @@ def test_crc32c_is_linear_in_its_input(data: bytes) -> None:
     # equal lengths (CRC with init and final XOR is affine; three terms cancel the constant).
     b = bytes((x * 7 + 3) & 0xFF for x in data)
     c = bytes((x * 13 + 1) & 0xFF for x in data)
-    xor = bytes(x ^ y ^ z for x, y, z in zip(data, b, c))
+    xor = bytes(x ^ y ^ z for x, y, z in zip(data, b, c, strict=True))
     assert crc32c(data) ^ crc32c(b) ^ crc32c(c) == crc32c(xor)

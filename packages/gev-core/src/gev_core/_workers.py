@@ -394,7 +394,9 @@ class Supervisor:
     def _report_exit(self, w: _Worker, returncode: int) -> None:
         if not w.reported:
             w.reported = True
-            self._call_hook("gev_worker_exited", index=w.slot, pid=w.proc.pid, returncode=returncode)
+            self._call_hook(
+                "gev_worker_exited", index=w.slot, pid=w.proc.pid, returncode=returncode
+            )
 
     # ------------------------------------------------------------------ signals and requests
 

@@ -80,10 +80,10 @@ class AdminServer:
         self._before_scrape = before_scrape
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         server_class = type("_AdminServer", (_Server,), {"address_family": family})
-        self._server = make_server(
+        self._server: WSGIServer = make_server(
             host, port, self._app, server_class=server_class, handler_class=_QuietHandler
         )
-        name = self._server.socket.getsockname()
+        name: Any = self._server.socket.getsockname()
         #: The bound ``(host, port)``.
         self.address: tuple[str, int] = (name[0], name[1])
         self._thread = threading.Thread(
@@ -118,7 +118,9 @@ class AdminServer:
             if ready:
                 return _text(start_response, "200 OK", "ready\n")
             return _text(start_response, "503 Service Unavailable", "not ready\n")
-        return _text(start_response, "404 Not Found", "not found: try /metrics, /healthz, /readyz\n")
+        return _text(
+            start_response, "404 Not Found", "not found: try /metrics, /healthz, /readyz\n"
+        )
 
     def close(self) -> None:
         """Stop serving and release the address. Idempotent."""

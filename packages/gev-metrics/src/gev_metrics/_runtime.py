@@ -110,7 +110,7 @@ def configure_server(config: Any) -> None:
         admin = None
     else:
         registry = CollectorRegistry()
-        registry.register(_DefaultRegistry())  # type: ignore[arg-type]
+        registry.register(_DefaultRegistry())
         metrics = ServerMetrics(
             server, registry=registry, worker="0", interval=interval, hook_counts=hook_counts
         )
@@ -146,7 +146,7 @@ def supervisor_started(supervisor: Any) -> None:
         return
     directory = tempfile.mkdtemp(prefix="gev-metrics-")
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=directory)
+    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
     try:
         admin = _bind_admin(address, registry, ready=lambda: bool(supervisor.ready))
     except BaseException:
@@ -161,7 +161,7 @@ def worker_exited(supervisor: Any, pid: int) -> None:
     with _lock:
         state = _supervisors.get(id(supervisor))
     if state is not None:
-        mark_process_dead(pid, state.directory)
+        mark_process_dead(pid, state.directory)  # type: ignore[no-untyped-call]
 
 
 def supervisor_stopped(supervisor: Any) -> None:

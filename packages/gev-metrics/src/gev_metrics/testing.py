@@ -199,4 +199,3 @@ class Prometheus:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-

@@ -19,6 +19,7 @@ from . import _compiled
 from .__about__ import __version__
 from ._errors import ProxyProtocolError
 from ._header import (
+    TLV,
     V1_MAX_LENGTH,
     V2_SIGNATURE,
     Address,
@@ -26,7 +27,6 @@ from ._header import (
     SSLClient,
     SSLInfo,
     SSLSubtype,
-    TLV,
     TLVType,
 )
 from ._options import preamble_from_options

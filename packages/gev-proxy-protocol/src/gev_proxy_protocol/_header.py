@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Union
 
 __all__ = [
+    "TLV",
     "V1_MAX_LENGTH",
     "V2_SIGNATURE",
     "Address",
@@ -18,7 +18,6 @@ __all__ = [
     "SSLClient",
     "SSLInfo",
     "SSLSubtype",
-    "TLV",
     "TLVType",
 ]
 
@@ -31,7 +30,7 @@ V1_MAX_LENGTH = 107
 
 #: An endpoint as the socket module gives it: ``(ip, port)`` for TCP over IPv4 or IPv6, the path
 #: for a Unix socket (``"\\0name"`` in Linux's abstract namespace).
-Address = Union[tuple[str, int], str]
+Address = tuple[str, int] | str
 
 
 class TLVType(enum.IntEnum):

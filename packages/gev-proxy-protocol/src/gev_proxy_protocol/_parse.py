@@ -130,9 +130,7 @@ def parse_header(
     expected = " or ".join(
         name for v, name in ((1, "v1 'PROXY '"), (2, "the v2 signature")) if v in allowed
     )
-    raise ProxyProtocolError(
-        f"not a PROXY protocol header: expected {expected}, got {head!r}"
-    )
+    raise ProxyProtocolError(f"not a PROXY protocol header: expected {expected}, got {head!r}")
 
 
 def _parse_v1(data: bytes) -> ProxyHeader | None:
@@ -430,7 +428,9 @@ def _ssl_info(value: bytes) -> SSLInfo:
 
 
 def _split(address: Address) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
-    host, port = address  # type: ignore[misc]
+    if isinstance(address, str):
+        raise ValueError(f"an (ip, port) pair is needed here, not {address!r}")
+    host, port = address
     return ipaddress.ip_address(host), int(port)
 
 

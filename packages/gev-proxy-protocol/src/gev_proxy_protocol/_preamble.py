@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Iterable
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 from ._errors import ProxyProtocolError
 from ._header import V1_MAX_LENGTH, Address, ProxyHeader
@@ -43,7 +43,7 @@ POLICIES = ("required", "optional")
 #: The key under which a connection keeps its :class:`ProxyHeader` (``conn.get(HEADER_KEY)``).
 HEADER_KEY = "gev_proxy_protocol.header"
 
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class PreambleConnection(Protocol):
