@@ -38,7 +38,8 @@ SERVERS = {
     "gev-ws": ["{python}", str(ROOT / "examples" / "websocket_echo.py"), "--port", "{port}"],
     "picows": ["{python}", str(BENCH / "servers" / "picows_echo.py"), "--port", "{port}"],
     "websockets": ["{python}", str(BENCH / "servers" / "websockets_echo.py"), "--port", "{port}"],
-    # gev-metrics enabled, loaded but off, absent (bench/servers/gev_metrics_echo.py).
+    # gev-metrics enabled, loaded but off, absent (bench/servers/gev_metrics_echo.py); and
+    # enabled with a sampler that never runs within the window: its per-message cost alone.
     **{
         f"gev-metrics-{state}": [
             "{python}",
@@ -46,9 +47,10 @@ SERVERS = {
             "--port",
             "{port}",
             "--metrics",
-            state,
+            state.removesuffix("-1h"),
+            *(["--interval", "3600"] if "1h" in state else []),
         ]
-        for state in ("on", "off", "none")
+        for state in ("on", "on-1h", "off", "none")
     },
 }
 

@@ -7,7 +7,8 @@
 The plugin is registered by hand (entry-point autoload off), so the comparison holds whether or
 not the packages are installed (run.py puts packages/*/src on PYTHONPATH). With ``on`` the
 admin endpoint listens on an ephemeral port and the sampler runs every second, as in
-production; the script refuses to serve if the endpoint did not come up.
+production (``--interval`` changes that: a long one leaves only the per-message costs for
+callgrind to count); the script refuses to serve if the endpoint did not come up.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ def main() -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--metrics", choices=("on", "off", "none"), default="on")
+    ap.add_argument(
+        "--interval", type=float, default=1.0, help="sampling interval with --metrics on"
+    )
     args = ap.parse_args()
     raise_nofile()
     pm = get_plugin_manager(autoload=False)
@@ -42,7 +46,7 @@ def main() -> None:
 
         pm.register(gev_metrics.plugin, name="metrics")
     if args.metrics == "on":
-        options = {"metrics_address": "127.0.0.1:0", "metrics_interval": 1.0}
+        options = {"metrics_address": "127.0.0.1:0", "metrics_interval": args.interval}
     server = Server(
         Echo(), address=(args.host, args.port), backlog=4096, plugins=pm, options=options
     )
