@@ -23,6 +23,7 @@ from gev_core import Connection
 from gev_core.testing import connect, serve
 from gev_websocket import (
     MessageType,
+    Upgrader,
     WebSocketHandler,
     WebSocketProtocol,
     WebSocketSession,
@@ -135,7 +136,8 @@ def _peer(sock: socket.socket) -> str:
 
 
 def _live(kind: type) -> int:
-    return sum(1 for o in gc.get_objects() if isinstance(o, kind))
+    # type(), not isinstance(): the latter dereferences weak proxies, and a dead one raises.
+    return sum(1 for o in gc.get_objects() if issubclass(type(o), kind))
 
 
 def _read_until(sock: socket.socket, marker: bytes) -> bytes:
@@ -459,3 +461,85 @@ def test_partial_messages_count_against_the_server_budget(
             sock.close()
     shed = [r.getMessage() for r in caplog.records if "max_buffered" in r.getMessage()]
     assert len(shed) == 2 and all(any(p in line for line in shed) for p in peers), shed
+
+
+class _Lines(logging.Filter):
+    """Keeps the text of the records below ERROR and drops the records themselves.
+
+    A captured record would keep the connection it names alive (its ``%r`` argument), which
+    a test counting live connections cannot have; errors still go through to ``caplog``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            return True
+        self.lines.append(record.getMessage())
+        return False
+
+
+@pytest.mark.parametrize("work_per_turn", [64 * 1024, 64 << 20], ids=["turns", "one-turn"])
+def test_a_connection_shed_while_it_reads_is_freed_at_once(
+    work_per_turn: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A connection over the budget is shed wherever its bytes are counted: when the core keeps
+    # input for the next turn ("turns": work_per_turn stops the session often), or when the
+    # session reports the fragments it holds, from inside its own receive ("one-turn": never
+    # stops early). Shed inside receive, the session must not start its closing handshake
+    # afterwards: a timer started then keeps the closed connection alive until it is due. All
+    # timeouts are a minute here, much longer than the test waits for the objects to go.
+    caplog.set_level(logging.WARNING, logger="gev")
+    lines = _Lines()
+    loggers = [logging.getLogger("gev"), logging.getLogger("gev.websocket")]
+    for logger in loggers:
+        logger.addFilter(lines)
+    handler = Registry()
+    kib = 1024
+    protocol = WebSocketProtocol(
+        Upgrader(handshake_timeout=60),
+        max_message_size=4096 * kib,
+        linger_timeout=60,
+        close_timeout=60,
+        work_per_turn=work_per_turn,
+    )
+    chunk = b"m" * (64 * kib)
+    frames = [wst.frame(wst.BINARY, chunk, fin=False)]
+    frames += [wst.frame(wst.CONT, chunk, fin=False)] * 15
+    message = b"".join(frames)  # 1 MiB of an unfinished message: twice the budget
+    shed = 3
+    try:
+        with serve(handler, protocol=protocol, max_buffered=512 * kib, linger_timeout=60) as srv:
+            gc.collect()
+            gc.disable()
+            try:
+                before = (_live(Connection), _live(WebSocketSession))
+                for _ in range(shed):
+                    sock, _ = _open_raw(srv)
+                    with sock:
+                        try:
+                            sock.sendall(message)
+                        except (BrokenPipeError, ConnectionResetError):
+                            pass  # shed before it took everything
+                        _drain_to_eof(sock)
+                assert wait_for(lambda: handler.closed == shed)
+                assert wait_for(
+                    lambda: (
+                        _live(Connection) <= before[0] + 1
+                        and _live(WebSocketSession) <= before[1] + 1
+                    ),
+                    timeout=5,
+                ), (
+                    f"{_live(Connection) - before[0]} Connection and"
+                    f" {_live(WebSocketSession) - before[1]} WebSocketSession objects survived"
+                    f" {shed} shed connections"
+                )
+            finally:
+                gc.enable()
+    finally:
+        for logger in loggers:
+            logger.removeFilter(lines)
+    assert len([line for line in lines.lines if "max_buffered" in line]) == shed, lines.lines
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -449,6 +449,11 @@ class WebSocketProtocol(Protocol):
         if session.lingering:
             return
         session.lingering = True
+        if conn.closing:
+            # The core closed it already: the buffer budget sheds a connection from inside
+            # receive, when the session reports what it holds. connection_lost has run (or
+            # will), and a timer started now would keep the connection alive until it is due.
+            return
         conn.shutdown_write()
         session.set_timer(conn.loop.call_later(self.linger_timeout, _drop, conn))
 
