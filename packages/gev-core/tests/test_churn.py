@@ -105,3 +105,26 @@ def test_first_bytes_selection_churn_frees_every_connection(first: bytes) -> Non
 
     with serve(handler, protocol=["hash", "line"], plugins=pm) as server:
         churn(server, handler, 150, exchange)
+
+
+def test_connections_the_server_closes_first_are_freed_once_the_peer_has_closed() -> None:
+    # The server closes first: FIN, then it lingers until the peer's FIN (or RST). The linger
+    # timer is a minute, far longer than the wait below: a timer left pending after the
+    # close keeps its connection alive, and is counted.
+    class Bye(Counter):
+        def on_message(self, conn: Connection, ctx: Any, data: Any) -> Any:
+            conn.close()
+            return data
+
+    handler = Bye()
+
+    def exchange(sock: socket.socket, i: int) -> None:
+        sock.sendall(b"bye")
+        sock.settimeout(20)
+        got = b""
+        while chunk := sock.recv(100):
+            got += chunk
+        assert got == b"bye"  # the reply, then the server's FIN
+
+    with serve(handler, linger_timeout=60) as server:
+        churn(server, handler, 150, exchange)

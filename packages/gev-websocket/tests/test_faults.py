@@ -175,16 +175,30 @@ def test_churn_leaves_no_connection_or_session_behind_without_the_cycle_collecto
     cycles = 150
     handler = CloseOnRequest()
     deflate = "permessage-deflate; client_max_window_bits"
-    with serve(handler, protocol=WebSocketProtocol()) as srv:
+    # Every timeout (handshake, close, linger: the protocol's and the core's) is a minute, far
+    # longer than the test waits for the objects to go: a timer left pending on any of the
+    # paths below keeps its connection alive, and is counted.
+    protocol = WebSocketProtocol(
+        Upgrader(handshake_timeout=60), close_timeout=60, linger_timeout=60
+    )
+    with serve(handler, protocol=protocol, linger_timeout=60) as srv:
         gc.collect()
         gc.disable()
         try:
             before = (_live(Connection), _live(WebSocketSession))
             for i in range(cycles):
                 with connect(srv) as sock:
+                    how = i % 6
+                    if how == 4:  # half a handshake, then gone
+                        sock.sendall(wst.request_bytes()[:40])
+                        continue
+                    if how == 5:  # a refused handshake (400)
+                        sock.sendall(wst.request_bytes(key=b"short"))
+                        assert _read_until(sock, b"\r\n\r\n").startswith(b"HTTP/1.1 400")
+                        _drain_to_eof(sock)
+                        continue
                     sock.sendall(wst.request_bytes(extensions=deflate if i % 2 else None))
                     assert _read_until(sock, b"\r\n\r\n").startswith(b"HTTP/1.1 101")
-                    how = i % 4
                     if how == 0:  # a clean close started by the client
                         sock.sendall(wst.frame(wst.CLOSE, wst.close_payload(1000)))
                         _drain_to_eof(sock)
