@@ -10,6 +10,9 @@ Scenarios (each starts its own server, on an ephemeral loopback port, and stops 
 * ``echo``   random-size echoes (1 B up to 1 MiB) on every protocol (default, line,
              length-field, protobuf, WebSocket with and without permessage-deflate), every
              byte verified; server RSS and open descriptors before and after.
+* ``threads`` compressed WebSocket connections echoing random-size messages while a thread of
+             the application pushes text to each of them with ``conn.send``: every echo and
+             every push verified, in order (both go through the connection's compressor).
 * ``churn``  connect / (upgrade) / close cycles on the plain, protobuf and WebSocket servers,
              a mix of clean closes, aborts (RST) and half-done handshakes; RSS and descriptor
              growth after the cycles.
@@ -322,6 +325,85 @@ def scenario_echo(scale: float) -> None:
                 f" fds {fds0} -> {fds1}" + (f"; errors: {errors[:2]}" if errors else ""),
             )
             check(fds1 == fds0, f"{name:18s} descriptors back to {fds0}")
+
+
+# ---------------------------------------------------------------------------- threads
+
+
+def _ws_pushed(port: int, seconds: float, pushes: int, rng: random.Random) -> tuple[int, int, Any]:
+    """Echo random binary messages while the server's thread pushes ``pushes`` texts."""
+    from soak_app import push_text
+    from websockets.asyncio.client import connect as ws_connect
+
+    async def run() -> tuple[int, int, Any]:
+        echoes = got = 0
+        uri = f"ws://127.0.0.1:{port}/"
+        async with ws_connect(uri, compression="deflate", max_size=None, open_timeout=60) as ws:
+            assert ws.protocol.extensions, "permessage-deflate was not negotiated"
+
+            def push(message: Any) -> None:
+                nonlocal got
+                assert isinstance(message, str), "a push that is not text"
+                assert message == push_text(got), f"push {got} differs"
+                got += 1
+
+            await ws.send(f"pushes {pushes} {seconds * 0.8:.3f}")
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                payload = rng.randbytes(random_size(rng, 64 * KIB))
+                await ws.send(payload)
+                while isinstance(message := await asyncio.wait_for(ws.recv(), 60), str):
+                    push(message)
+                assert message == payload, "echo differs"
+                echoes += 1
+            while got < pushes:
+                push(await asyncio.wait_for(ws.recv(), 60))
+        return echoes, got, ws.close_code
+
+    return asyncio.run(run())
+
+
+def scenario_threads(scale: float) -> None:
+    print("threads: conn.send from a thread on compressed WebSocket connections", flush=True)
+    seconds = 15 * scale
+    clients = 20
+    pushes = int(1500 * scale)
+    with server("--protocol", "websocket") as srv:
+        rss0, fds0 = srv.rss(), srv.fds()
+        results: list[Any] = [None] * clients
+
+        def run(i: int) -> None:
+            try:
+                results[i] = _ws_pushed(srv.port, seconds, pushes, random.Random(i))
+            except BaseException as exc:  # reported below
+                results[i] = exc
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        time.sleep(0.5)
+        rss1, fds1 = srv.rss(), srv.fds()
+        errors = [r for r in results if not isinstance(r, tuple)]
+        done = [r for r in results if isinstance(r, tuple)]
+        codes = sorted({r[2] for r in done})
+        out = srv.output()
+        check(
+            not errors and len(done) == clients,
+            f"{len(done)} of {clients} clients: {sum(r[0] for r in done)} echoes and"
+            f" {sum(r[1] for r in done)} pushes from a thread verified in order, over"
+            f" permessage-deflate ({seconds:.0f} s); close codes {codes}"
+            + (f"; errors: {errors[:2]}" if errors else ""),
+        )
+        check(
+            "decompression" not in out and "Traceback" not in out,
+            "nothing logged about decompression or a traceback by the server",
+        )
+        check(
+            fds1 == fds0,
+            f"RSS {mib(rss0)} -> {mib(rss1)}, descriptors {fds0} -> {fds1} after the clients left",
+        )
 
 
 # ---------------------------------------------------------------------------- churn
@@ -676,6 +758,7 @@ def scenario_stop(scale: float) -> None:
 
 SCENARIOS = {
     "echo": scenario_echo,
+    "threads": scenario_threads,
     "churn": scenario_churn,
     "slow": scenario_slow,
     "flood": scenario_flood,
