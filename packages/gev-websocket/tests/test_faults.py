@@ -13,6 +13,7 @@ import logging
 import socket
 import threading
 import time
+import tracemalloc
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -312,6 +313,29 @@ def test_a_deflate_flood_does_not_starve_a_normal_client() -> None:
         flooder.close()
 
 
+def test_a_deflate_bomb_is_refused_without_being_inflated_past_the_message_limit() -> None:
+    # 64 MiB of zeros in about 64 KiB. Inflation must stop at max_message_size: the server's
+    # peak allocation (tracemalloc sees zlib's output buffers) stays far below the bomb.
+    bomb = wst.deflate_message(zlib.compressobj(9, zlib.DEFLATED, -15), bytes(64 << 20))
+    assert len(bomb) < 100_000
+    handler = Registry()
+    with serve(handler, protocol=WebSocketProtocol(max_message_size=1 << 20)) as srv:
+        sock, head = _open_raw(srv, "permessage-deflate")
+        assert b"permessage-deflate" in head.lower()
+        frame = wst.frame(wst.BINARY, bomb, rsv=4)
+        tracemalloc.start()
+        try:
+            sock.sendall(frame)
+            opcode, payload = ServerFrames(sock).next()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert (opcode, int.from_bytes(payload[:2], "big")) == (wst.CLOSE, 1009)
+        sock.close()
+        assert wait_for(lambda: handler.closed == 1)
+    assert peak < 16 << 20, f"{peak >> 20} MiB allocated for one bomb"
+
+
 # -- 4. a stopping server says goodbye -----------------------------------------------------
 
 
@@ -396,6 +420,18 @@ REFUSALS = [
     ("unmasked", wst.request_bytes() + wst.frame(wst.TEXT, b"x", mask=None), b"", "1002"),
     ("invalid UTF-8", wst.request_bytes() + wst.frame(wst.TEXT, b"ok \xff\xfe"), b"", "1007"),
     ("too big", wst.request_bytes() + wst.frame(wst.BINARY, b"x" * 70000), b"", "1009"),
+    (
+        # 16 MiB of zeros in ~16 KiB: inflation stops at the message limit.
+        "deflate bomb",
+        wst.request_bytes(extensions="permessage-deflate")
+        + wst.frame(
+            wst.BINARY,
+            wst.deflate_message(zlib.compressobj(9, zlib.DEFLATED, -15), bytes(16 << 20)),
+            rsv=4,
+        ),
+        b"",
+        "1009",
+    ),
 ]
 
 
