@@ -1,4 +1,30 @@
-"""One accepted TCP connection: its fd, its buffers, its place in the loop.
+"""One accepted TCP connection: its fd, its buffers, how it is read, and how it is written.
+
+How a connection is read -- its *read strategy* -- is chosen once, whenever something it
+depends on changes (the protocol, a stage before it, input left over, backpressure, closing),
+by :meth:`Connection._refresh`, and stored as a small int in ``_reader``. The loop calls
+:meth:`Connection._on_read` for every READ event, which dispatches on it:
+
+``READ_MESSAGES``
+    the default protocol: one read, one ``on_message``, its reply sent at once (gev's model).
+``READ_FRAMES``
+    a protocol with ``accepts_bytes``: one read into a new ``bytes``, ``receive``, the replies
+    sent together; an unconsumed tail is kept in the input ring buffer.
+``READ_BUFFERED``
+    input left over from an earlier read, or a protocol that wants a ``memoryview``: the general
+    path through the input ring buffer (:meth:`Connection._receive`).
+``READ_STAGED``
+    a stage sits between the socket and the protocol: the listener's preamble (the PROXY
+    protocol header), TLS. Raw bytes pass through the stages, then go the general path.
+``READ_DISCARD``
+    our FIN is out: read and drop until the peer's FIN (see "Closing" below).
+``READ_NONE``
+    not reading: paused by backpressure, waiting for its turn (``continue_later``), closing.
+
+Every byte the connection sends goes through one helper, :meth:`Connection._send` (plaintext:
+a protocol's frames, replies, ``write``, fan-out), which hands it to :meth:`Connection._transmit`
+(write now, buffer what the kernel does not take, backpressure). TLS plugs in between the two
+(see "Stages").
 
 Rules of this file:
 
@@ -9,17 +35,28 @@ Rules of this file:
   a reply returned from ``on_message`` leave before anything ``send`` was asked to send inside it.
   ``send`` queues the object itself: the protocol's ``pack`` runs on the loop thread, in order, so
   a protocol with per-connection state (a compressor, sequence numbers) needs no lock.
+* Every call into the handler's or a plugin's code is isolated in its own ``try`` and ends the
+  same way on an exception (:meth:`Connection._code_failed`): a ``ProtocolError`` is the peer's
+  fault (one WARNING line), anything else -- an ``OSError`` too -- is a bug (traceback at
+  ERROR); either closes that connection only. Socket errors are caught around the socket calls
+  alone (:meth:`Connection._io_failed`), never around user code.
 * Closing is graceful: once the output is flushed we send FIN and read (discarding) until the
   peer's FIN, at most the loop's ``linger_timeout``. Closing a socket with unread input makes the
   kernel answer with RST, which can destroy our last bytes before the peer has read them.
-* What a connection buffers (its two ring buffers, plus what its protocol reports holding) is
-  accounted to the loop after every change on the slow paths, so that the loop can shed the
-  largest holders when the server-wide budget is exceeded (``_account``).
-* The common case -- no unparsed input, no pending output -- never reaches this file: the loop
-  reads, calls the handler (``_fast``: the default protocol) or the protocol's ``receive``
-  (``_direct``: a protocol that accepts ``bytes``) and writes inline. Everything here is the
-  uncommon case: leftovers, backlogs, backpressure, other protocols, shutdown and close.
-* Buffered sizes are O(1) to read: both buffers are ring buffers with their own length.
+* What a connection buffers (its two ring buffers, a preamble in progress, plus what its protocol
+  reports holding) is accounted to the loop after every change on the slow paths, so that the
+  loop can shed the largest holders when the server-wide budget is exceeded (``_account``).
+* A closed connection refers to nothing that refers back to it: timers are cancelled, stage
+  objects dropped. Reference counting alone frees it (``tests/test_churn.py``).
+
+Stages. Between the socket and the protocol a connection may have, in this order: the
+listener's *preamble* (:class:`Preamble`, e.g. the PROXY protocol header), fed the raw first
+bytes until it says how many it consumed; then *TLS* (:class:`TLSLayer`: ``_tls_feed`` turns
+ciphertext into plaintext and sends the handshake's output, ``_send`` encrypts, ``_close``
+adds the close_notify); then the protocol, which may itself be the first-bytes selector
+(``SelectingProtocol``). The handler and the plugins' ``gev_connection_made`` learn of a
+connection only once its preamble is done (:meth:`Connection._establish`), so they see the
+address the preamble set.
 """
 
 from __future__ import annotations
@@ -29,53 +66,143 @@ import os
 import socket
 import threading
 from typing import TYPE_CHECKING, Any
+from typing import Protocol as _TypingProtocol
 
 from gev_ringbuffer import RingBuffer
 
+from ._base import Weakrefable
 from ._bind import format_address
 from ._errors import ConnectionClosed, ProtocolError
 from ._poll import ERROR, READ, WRITE
+from ._protocol import DefaultProtocol, Protocol
+from ._stats import (
+    CLOSE_REASONS,
+    R_BUDGET,
+    R_EOF,
+    R_ERROR,
+    R_HANDLER_ERROR,
+    R_HARD_CAP,
+    R_IDLE,
+    R_LOCAL,
+    R_PROTOCOL_ERROR,
+    R_RESET,
+    reason_code,
+)
 
 if TYPE_CHECKING:
     from ._loop import EventLoop, TimerHandle
-    from ._protocol import Protocol
 
 logger = logging.getLogger("gev")
+
+#: The most one read takes from a socket: every read of a connection is one ``read(2)`` of at
+#: most this many bytes into a new ``bytes`` object. 64 KiB keeps that allocation below
+#: glibc's mmap threshold (128 KiB): a larger one would cost an ``mmap``/``munmap`` pair per
+#: read, whatever the message size.
+READ_BUFFER_SIZE = 64 * 1024
 
 # Connection states. CLOSING: no more reads or new writes; pending output drains. LINGERING: our
 # FIN is sent; input is read and discarded until the peer's FIN (or the linger timeout), then the
 # fd closes.
 OPEN, CLOSING, LINGERING, CLOSED = 0, 1, 2, 3
 
+# Read strategies (Connection._reader); see the module docstring.
+READ_MESSAGES = 0
+READ_FRAMES = 1
+READ_BUFFERED = 2
+READ_STAGED = 3
+READ_DISCARD = 4
+READ_NONE = 5
+
 _UNREGISTERED = -1
 
 
-class Connection:
+class PreambleConnection(_TypingProtocol):
+    """What a preamble may use of a connection (a :class:`Connection` provides it)."""
+
+    @property
+    def remote_address(self) -> Any: ...
+    def set(self, key: str, value: Any) -> None: ...
+    def set_peer_address(self, address: Any) -> None: ...
+
+
+class Preamble(_TypingProtocol):
+    """Bytes a listener's connections start with, consumed before anything else sees them.
+
+    Installed with :meth:`gev_core.Server.set_preamble` (the PROXY protocol plugin does). For each
+    accepted connection, on its loop thread:
+
+    1. ``start(conn)`` right after the accept: False means this connection has no preamble; it
+       may raise :class:`~gev_core.ProtocolError` to refuse the connection.
+    2. ``feed(conn, data)`` with all the bytes received so far, each time more arrive: ``None``
+       for "need more", or how many bytes of ``data`` the preamble took; the rest goes on to the
+       next stage. A ``ProtocolError`` closes the connection with the message logged.
+    3. The core buffers at most ``max_size`` bytes for it, and closes a connection whose
+       preamble is not done ``timeout`` seconds after the accept (``None``: no limit).
+
+    Until ``feed`` returns a count, neither the handler (``on_connect``), the protocol
+    (``connection_made``) nor the plugins (``gev_connection_made``) know of the connection.
+    One object serves every connection of the listener: keep per-connection state on the
+    connection (``conn.set``), not on the preamble.
+    """
+
+    name: str
+    max_size: int
+    timeout: float | None
+
+    def start(self, conn: PreambleConnection) -> bool: ...
+    def feed(self, conn: PreambleConnection, data: bytes) -> int | None: ...
+
+
+class TLSLayer(_TypingProtocol):
+    """What a connection needs of a TLS engine (``gev_core._tls.TLSEngine`` has this shape).
+
+    The seam of the TLS stage: ciphertext read from the socket goes through :meth:`feed`
+    (``Connection._tls_feed``), plaintext the connection sends through :meth:`encrypt`
+    (``Connection._send``), and :meth:`close` gives the close_notify (``Connection._close``).
+    """
+
+    @property
+    def want_write(self) -> bool: ...
+    def feed(self, data: bytes) -> bytes: ...
+    def feed_eof(self) -> None: ...
+    def take_output(self) -> bytes: ...
+    def encrypt(self, data: Any) -> bytes: ...
+    def close(self) -> bytes: ...
+
+
+class Connection(Weakrefable):
     """A TCP connection served by a gev loop.
 
     Handlers receive it in every callback. ``context`` is a free slot for the application;
-    ``set``/``get``/``delete`` offer a small thread-safe key-value store beside it.
+    ``set``/``get``/``delete`` offer a small key-value store beside it.
     """
 
     __slots__ = (
         "__weakref__",
         "_accounted",
         "_addr",
-        "_direct",
         "_eof",
-        "_fast",
+        "_established",
         "_fd",
         "_held",
         "_in",
+        "_kind",
         "_kv",
         "_linger_timer",
         "_loop",
         "_mask",
         "_out",
         "_paused",
+        "_preamble",
+        "_proxy_addr",
         "_protocol",
+        "_reader",
+        "_reason",
         "_shut",
+        "_stage_in",
+        "_stage_timer",
         "_state",
+        "_tls",
         "_yielded",
         "context",
         "handler",
@@ -92,16 +219,17 @@ class Connection:
         protocol: Protocol,
     ) -> None:
         self._fd = fd
-        self._addr = addr
+        self._addr: Any = addr
+        #: The socket's own peer once a preamble replaced ``_addr`` (``set_peer_address``).
+        self._proxy_addr: Any = None
         self._loop = loop
-        self.handler = handler
-        self._protocol = protocol
+        self.handler: Any = handler
         #: Per-connection state owned by the protocol (e.g. a WebSocket session).
         self.state: Any = None
         #: Free for the application, like gev's ``Context()``; touch it on the loop thread.
         self.context: Any = None
         #: The loop's clock reading at the last read or write (kept for idle reaping).
-        self.last_active = loop.now
+        self.last_active: float = loop.now
         self._kv: dict[str, Any] | None = None
         self._in: RingBuffer | None = None
         self._out: RingBuffer | None = None
@@ -118,7 +246,20 @@ class Connection:
         self._accounted = 0
         self._linger_timer: TimerHandle | None = None
         self._mask = _UNREGISTERED
-        self._refresh_paths()
+        #: Why it closed (a code of ``_stats.CLOSE_REASONS``), set by the first cause; 0: open.
+        self._reason = 0
+        #: The handler and the plugins know of it (``_establish`` ran).
+        self._established = False
+        # Stages before the protocol (see the module docstring).
+        self._preamble: Preamble | None = None
+        self._stage_in = b""
+        self._stage_timer: TimerHandle | None = None
+        self._tls: TLSLayer | None = None
+        self._protocol = protocol
+        #: How the protocol is read when nothing else is in the way (READ_MESSAGES,
+        #: READ_FRAMES or READ_BUFFERED), decided when the protocol is set.
+        self._kind = _reader_for(protocol)
+        self._reader = self._kind
 
     # ------------------------------------------------------------------ public, any thread
 
@@ -134,7 +275,8 @@ class Connection:
     @protocol.setter
     def protocol(self, protocol: Protocol) -> None:
         self._protocol = protocol
-        self._refresh_paths()
+        self._kind = _reader_for(protocol)
+        self._refresh()
 
     @property
     def connected(self) -> bool:
@@ -147,11 +289,19 @@ class Connection:
         return self._state != OPEN
 
     @property
+    def close_reason(self) -> str | None:
+        """Why the connection closed or is closing (one of ``LoopStats``' reasons: ``"eof"``,
+        ``"reset"``, ``"local"``, ``"idle"``, ``"protocol_error"``...); ``None`` while open."""
+        reason = self._reason
+        return CLOSE_REASONS[reason - 1] if reason else None
+
+    @property
     def peer_addr(self) -> str:
         """The peer as ``"ip:port"`` (``"[ip]:port"`` for IPv6).
 
         On a Unix socket: ``"unix:"`` for the usual unnamed client, else ``"unix:/its/path"``
-        or ``"unix:@name"``.
+        or ``"unix:@name"``. Behind a proxy that announced the client (the PROXY protocol), the
+        client; the proxy is :attr:`proxy_address`.
         """
         addr = self._addr
         if isinstance(addr, tuple) and len(addr) >= 2:
@@ -161,8 +311,27 @@ class Connection:
 
     @property
     def remote_address(self) -> Any:
-        """The peer address as the socket module gives it, e.g. ``("127.0.0.1", 51234)``."""
+        """The peer address as the socket module gives it, e.g. ``("127.0.0.1", 51234)``.
+
+        Behind a proxy that announced the client, the client's address.
+        """
         return self._addr
+
+    @property
+    def proxy_address(self) -> Any:
+        """The socket's own peer when a preamble announced another client (the proxy's address,
+        as the socket module gives it); ``None`` for a direct connection."""
+        return self._proxy_addr
+
+    def set_peer_address(self, address: Any) -> None:
+        """Make ``address`` the connection's peer (:attr:`peer_addr`, :attr:`remote_address`).
+
+        For a listener's preamble that learns the real client, such as the PROXY protocol;
+        the socket's own peer stays available as :attr:`proxy_address`. Loop thread only.
+        """
+        if self._proxy_addr is None:
+            self._proxy_addr = self._addr
+        self._addr = address
 
     @property
     def read_buffer_length(self) -> int:
@@ -206,8 +375,10 @@ class Connection:
                 loop._deferred.append((self._send_queued, _frozen(data)))
             else:
                 frame = self._protocol.pack(self, data)
+                if loop.stats.counting:
+                    loop.stats.messages_out += 1
                 if frame:
-                    self._write(frame)
+                    self._send(frame)
         else:
             loop.call_soon_threadsafe(self._send_queued, _frozen(data))
 
@@ -222,19 +393,28 @@ class Connection:
         loop = self._loop
         if loop._thread_id == threading.get_ident():
             if loop._dispatching:
-                loop._deferred.append((self._write, _owned(data)))
+                loop._deferred.append((self._send, _owned(data)))
             else:
-                self._write(data)
+                self._send(data)
         else:
-            loop.call_soon_threadsafe(self._write, _owned(data))
+            loop.call_soon_threadsafe(self._send, _owned(data))
 
-    def close(self) -> None:
-        """Close once everything already sent is flushed. Safe from any thread; idempotent."""
-        self._loop_call(self._close)
+    def close(self, *, reason: str = "local") -> None:
+        """Close once everything already sent is flushed. Safe from any thread; idempotent.
 
-    def abort(self) -> None:
-        """Close at once, dropping pending output. Safe from any thread; idempotent."""
-        self._loop_call(self._abort)
+        :param reason: why, for the loop's statistics and :attr:`close_reason`: ``"local"``
+            (the application's decision, the default), or another of the reasons ``LoopStats``
+            counts, such as ``"idle"`` for a connection reaped for inactivity.
+        :raises ValueError: an unknown ``reason``.
+        """
+        self._loop_call(self._close, reason_code(reason))
+
+    def abort(self, *, reason: str = "local") -> None:
+        """Close at once, dropping pending output. Safe from any thread; idempotent.
+
+        :param reason: as for :meth:`close`.
+        """
+        self._loop_call(self._abort, reason_code(reason))
 
     def continue_later(self) -> None:
         """Called by a protocol's ``receive`` that stops before the end of its input on purpose.
@@ -259,12 +439,24 @@ class Connection:
         if self._state != CLOSED:
             self._account()
 
+    def count_messages(self, received: int, sent: int = 0) -> None:
+        """For protocols: add to the loop's message counters (``loop.stats``).
+
+        A protocol whose ``receive`` hands messages to the handler reports, once per call, how
+        many it handed over and how many replies it put in ``out``; the default protocol is
+        counted by the core. Costs a call and a test when statistics are off. Loop thread only.
+        """
+        stats = self._loop.stats
+        if stats.counting:
+            stats.messages_in += received
+            stats.messages_out += sent
+
     def shutdown_write(self) -> None:
         """Send FIN once pending output has been flushed (gev dropped it). Safe from any thread.
 
         Reading goes on until the peer closes, then ``on_close`` runs as usual.
         """
-        self._loop_call(self._shutdown_write)
+        self._loop_call(self._shutdown_write, 0)
 
     def run_after(self, delay: float, fn: Any, *args: Any) -> Any:
         """Run ``fn(*args)`` on this connection's loop in ``delay`` seconds, unless it has closed.
@@ -298,99 +490,190 @@ class Connection:
 
     # ------------------------------------------------------------------ loop thread only
 
-    def _loop_call(self, fn: Any) -> None:
+    def _loop_call(self, fn: Any, arg: int) -> None:
         loop = self._loop
         if loop._thread_id == threading.get_ident():
             if loop._dispatching:
-                loop._deferred.append((fn, None))
+                loop._deferred.append((fn, arg))
             else:
-                fn(None)
+                fn(arg)
         else:
-            loop.call_soon_threadsafe(fn, None)
+            loop.call_soon_threadsafe(fn, arg)
 
-    def _refresh_paths(self) -> None:
-        # Which inline read path the loop may take: none while input is left over, output is
-        # backlogged or the connection is closing.
-        idle = self._state == OPEN and self._in is None and self._out is None
-        protocol = self._protocol
-        self._fast = fast = idle and protocol is self._loop._fast_protocol
-        self._direct = idle and not fast and getattr(protocol, "accepts_bytes", False) is True
-
-    def _interest(self) -> int:
-        mask = 0
+    def _refresh(self) -> None:
+        """Choose the read strategy for the connection's state now, and the poller interest."""
         state = self._state
         if state == OPEN:
-            # _yielded alone may be stale (continue_later, then everything consumed after all):
-            # only input actually waiting for its turn keeps the socket unread.
-            if not self._paused and not (self._yielded and self._in is not None):
-                mask = READ
+            if self._paused or (self._yielded and self._in is not None):
+                # Backpressure, or input left waiting for its turn: no reading meanwhile.
+                reader = READ_NONE
+            elif self._preamble is not None or self._tls is not None:
+                reader = READ_STAGED
+            elif self._in is not None:
+                reader = READ_BUFFERED
+            else:
+                reader = self._kind
         elif state == LINGERING:
-            mask = READ  # to discard, until the peer's FIN
+            reader = READ_DISCARD
+        else:
+            reader = READ_NONE
+        self._reader = reader
+        old = self._mask
+        if old == _UNREGISTERED or state == CLOSED:
+            return
+        mask = 0 if reader == READ_NONE else READ
         if self._out is not None:
             mask |= WRITE
-        return mask
+        if mask != old:
+            self._mask = mask
+            self._loop._poller.modify(self._fd, mask)
 
-    def _update_interest(self) -> None:
-        old = self._mask
-        if old == _UNREGISTERED or self._state == CLOSED:
-            return
-        new = self._interest()
-        if new != old:
-            self._mask = new
-            self._loop._poller.modify(self._fd, new)
+    def _interest(self) -> int:
+        # The poller interest _refresh keeps, for the first registration.
+        mask = 0 if self._reader == READ_NONE else READ
+        return mask | WRITE if self._out is not None else mask
+
+    def _set_reason(self, code: int) -> None:
+        if not self._reason:
+            self._reason = code
+
+    # ------------------------------------------------------------------ reading
+
+    def _on_read(self) -> None:
+        """The loop's entry for a READ event: read the way ``_reader`` says."""
+        reader = self._reader
+        if reader == READ_MESSAGES:
+            self._read_messages()
+        elif reader == READ_FRAMES:
+            self._read_frames()
+        elif reader == READ_BUFFERED:
+            self._read_buffered()
+        elif reader == READ_STAGED:
+            self._read_staged()
+        elif reader == READ_DISCARD:
+            self._discard_input()
+        # READ_NONE: an event from before the interest changed; nothing to do.
 
     def _on_event(self, ev: int) -> None:
+        # Anything but a plain READ event: writable, readable and writable, hang-up, error.
         if ev & WRITE:
             self._on_writable()
         if ev & READ:
-            self._on_readable()
+            self._on_read()
         elif ev & ERROR and self._state != CLOSED and not ev & WRITE:
             # Hang-up or error with nothing readable: nobody will ever take our output.
-            self._abort(None)
+            self._set_reason(R_RESET)
+            self._finalize()
 
-    def _on_readable(self) -> None:
-        # The loop calls this directly for a plain READ event: check what _on_event would have.
-        if self._state != OPEN or self._paused:
-            if self._state == LINGERING:
-                self._discard_input()
+    def _read_bytes(self) -> bytes | None:
+        """One read from the socket, or None if there is nothing to hand on (it would block,
+        or the peer's EOF or a socket error was dealt with)."""
+        try:
+            data = os.read(self._fd, READ_BUFFER_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:
+            self._io_failed(exc)
+            return None
+        if not data:
+            self._on_eof()
+            return None
+        loop = self._loop
+        self.last_active = loop.now
+        stats = loop.stats
+        if stats.counting:
+            stats.bytes_in += len(data)
+        return data
+
+    def _read_messages(self) -> None:
+        # READ_MESSAGES: the default protocol, gev's model. One read is one message.
+        data = self._read_bytes()
+        if data is None:
             return
         loop = self._loop
-        fd = self._fd
         try:
-            n = os.readv(fd, loop._rbufs)
-        except (BlockingIOError, InterruptedError):
+            reply = loop._on_message(self, None, data)
+        except Exception as exc:
+            self._code_failed(exc, "the handler")
             return
-        except OSError as exc:
-            self._abort(exc)
+        stats = loop.stats
+        if stats.counting:
+            stats.messages_in += 1
+            if reply is not None:
+                stats.messages_out += 1
+        if reply is not None:
+            try:
+                self._send(reply)
+            except Exception as exc:  # a reply that is not bytes-like
+                self._code_failed(exc, "the handler's reply")
+
+    def _read_frames(self) -> None:
+        # READ_FRAMES: a protocol that takes bytes, nothing left over.
+        data = self._read_bytes()
+        if data is None:
             return
-        if n == 0:
-            self._on_eof()
+        out = self._loop._out
+        try:
+            consumed = self._protocol.receive(self, data, out)
+            if out:
+                self._send_replies(out)
+        except Exception as exc:
+            self._code_failed(exc, "protocol or handler")
             return
-        self.last_active = loop.now
+        if consumed != len(data):
+            self._keep(data, consumed)
+
+    def _read_buffered(self) -> None:
+        # READ_BUFFERED: input left over, or a protocol that wants a memoryview.
+        data = self._read_bytes()
+        if data is not None:
+            self._receive(data)
+
+    def _read_staged(self) -> None:
+        # READ_STAGED: raw bytes through the stages before the protocol.
+        data = self._read_bytes()
+        if data is None:
+            return
+        if self._preamble is not None:
+            rest = self._feed_preamble(data)
+            if rest is None:
+                return
+            data = rest
+        if self._tls is not None:
+            data = self._tls_feed(data)
+        if data and self._state == OPEN:
+            self._receive(data)
+
+    def _receive(self, data: bytes) -> None:
+        """Plaintext for the protocol, the general way: through the input ring buffer when bytes
+        are left over from before, as a ``memoryview`` for a protocol that wants one."""
+        loop = self._loop
         out = loop._out
         inbuf = self._in
+        if inbuf is not None and len(inbuf) + len(data) > loop.max_read_buffer:
+            self._over_budget(
+                f"{len(inbuf) + len(data)} unparsed bytes would exceed max_read_buffer"
+                f" {loop.max_read_buffer}"
+            )
+            return
         try:
             if inbuf is None:
-                view = loop._rview[:n]
-                try:
-                    consumed = self._protocol.receive(self, view, out)
-                    if consumed < n and self._state == OPEN:
-                        inbuf = self._in = RingBuffer()
-                        inbuf.write(view[consumed:])
-                finally:
-                    view.release()
+                if self._kind == READ_BUFFERED:
+                    view = memoryview(data)
+                    try:
+                        consumed = self._protocol.receive(self, view, out)
+                    finally:
+                        view.release()
+                else:
+                    consumed = self._protocol.receive(self, data, out)
+                if consumed < len(data) and self._state == OPEN:
+                    inbuf = self._in = RingBuffer()
+                    inbuf.write(memoryview(data)[consumed:])
             else:
-                if len(inbuf) + n > loop.max_read_buffer:
-                    raise ProtocolError(
-                        f"{len(inbuf) + n} unparsed bytes would exceed max_read_buffer"
-                        f" {loop.max_read_buffer}"
-                    )
-                chunk = loop._rview[:n]
-                inbuf.write(chunk)
-                chunk.release()
+                inbuf.write(data)
                 self._receive_buffered(inbuf, out)
         except Exception as exc:
-            self._receive_failed(exc)
+            self._code_failed(exc, "protocol or handler")
             return
         self._after_receive(out)
 
@@ -399,7 +682,7 @@ class Connection:
         self._yielded = False
         inbuf = self._in
         if self._state != OPEN or inbuf is None:
-            self._update_interest()
+            self._refresh()
             return
         if self._paused:
             # Output backpressure: go on once it drains (_unpause puts us back in line).
@@ -409,7 +692,7 @@ class Connection:
         try:
             self._receive_buffered(inbuf, out)
         except Exception as exc:
-            self._receive_failed(exc)
+            self._code_failed(exc, "protocol or handler")
             return
         self._after_receive(out)
 
@@ -427,19 +710,33 @@ class Connection:
         # Send what receive produced, then decide how this connection is read next.
         if out:
             try:
-                data = out[0] if len(out) == 1 else b"".join(out)
-                if self._state != CLOSED:
-                    self._write(data)
+                self._send_replies(out)
             except Exception as exc:  # a reply that is not bytes-like
-                self._receive_failed(exc)
+                self._code_failed(exc, "protocol or handler")
                 return
-            out.clear()
         if self._yielded:
             self._yield_turn()
         else:
-            self._update_interest()  # reading again after a resumed turn
-        self._refresh_paths()
+            self._refresh()
         if self._state != CLOSED:
+            self._account()
+
+    def _send_replies(self, out: list[Any]) -> None:
+        # Everything one receive produced leaves in one write.
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        self._send(data)
+
+    def _keep(self, data: bytes, consumed: int) -> None:
+        # READ_FRAMES left part of a read unparsed: buffer it for the next read (or for the
+        # next iteration, if the protocol stopped early).
+        if self._state == OPEN:
+            inbuf = self._in = RingBuffer()
+            inbuf.write(memoryview(data)[consumed:])
+            if self._yielded:
+                self._yield_turn()
+            else:
+                self._refresh()
             self._account()
 
     def _yield_turn(self) -> None:
@@ -450,12 +747,400 @@ class Connection:
                 self._loop._queue_ready(self)
         else:
             self._yielded = False
-        self._update_interest()
+        self._refresh()
+
+    def _discard_input(self) -> None:
+        # READ_DISCARD: our FIN is out; drop what the peer still sends until its FIN.
+        try:
+            data = os.read(self._fd, READ_BUFFER_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._io_failed(exc)
+            return
+        if not data:
+            self._finalize()
+
+    def _on_eof(self) -> None:
+        # The peer will send nothing more; flush what we owe it, then close (no lingering).
+        self._eof = True
+        self._set_reason(R_EOF)
+        tls = self._tls
+        if tls is not None:
+            # TLS seam: an EOF in the middle of the handshake is the peer's fault.
+            try:
+                tls.feed_eof()
+            except Exception as exc:
+                self._code_failed(exc, "TLS")
+                return
+        self._close(R_EOF)
+
+    # ------------------------------------------------------------------ stages
+
+    def _start_preamble(self, preamble: Preamble) -> None:
+        # Right after the accept: does this connection start with the listener's preamble?
+        try:
+            wanted = preamble.start(self)
+        except Exception as exc:
+            self._code_failed(exc, f"the {preamble.name} preamble")
+            return
+        if not wanted:
+            return
+        self._preamble = preamble
+        timeout = preamble.timeout
+        if timeout is not None:
+            self._stage_timer = self._loop.call_later(timeout, self._preamble_expired)
+
+    def _feed_preamble(self, data: bytes) -> bytes | None:
+        """Raw bytes to the preamble: what follows it once it is done, else None."""
+        preamble = self._preamble
+        assert preamble is not None
+        if self._stage_in:
+            data = self._stage_in + data
+        try:
+            taken = preamble.feed(self, data)
+        except Exception as exc:
+            self._code_failed(exc, f"the {preamble.name} preamble")
+            return None
+        if taken is None:
+            if len(data) >= preamble.max_size:
+                self._set_reason(R_PROTOCOL_ERROR)
+                logger.warning(
+                    "closing %r: no complete %s preamble in its first %d bytes",
+                    self,
+                    preamble.name,
+                    len(data),
+                )
+                self._abort(R_PROTOCOL_ERROR)
+                return None
+            self._stage_in = data
+            self._account()
+            return None
+        if not 0 <= taken <= len(data):
+            self._set_reason(R_HANDLER_ERROR)
+            logger.error(
+                "closing %r: the %s preamble took %r of %d bytes",
+                self,
+                preamble.name,
+                taken,
+                len(data),
+            )
+            self._abort(R_HANDLER_ERROR)
+            return None
+        self._preamble_done()
+        if self._state != OPEN:
+            return None
+        return data[taken:]
+
+    def _preamble_done(self) -> None:
+        # Nothing of the preamble stays on the connection's path.
+        self._preamble = None
+        self._stage_in = b""
+        timer = self._stage_timer
+        if timer is not None:
+            self._stage_timer = None
+            timer.cancel()
+        # TLS seam: a TLS listener starts the handshake here (after the PROXY header, before
+        # the application hears of the connection), with self._tls = its engine.
+        self._establish()
+        if self._state != CLOSED:
+            self._refresh()
+            self._account()
+
+    def _preamble_expired(self) -> None:
+        self._stage_timer = None
+        preamble = self._preamble
+        if preamble is not None and self._state == OPEN:
+            self._set_reason(R_IDLE)
+            logger.warning(
+                "closing %r: no complete %s preamble within %.3g s of connecting"
+                " (%d bytes received)",
+                self,
+                preamble.name,
+                preamble.timeout,
+                len(self._stage_in),
+            )
+            self._abort(R_IDLE)
+
+    def _establish(self) -> None:
+        """The stages that hide a connection are done: tell the protocol, plugins, handler."""
+        self._established = True
+        loop = self._loop
+        try:
+            self._protocol.connection_made(self)
+            hook = loop._connection_made_hooks
+            if hook is not None:
+                hook(self)
+            loop._on_connect(self)
+        except Exception as exc:
+            self._code_failed(exc, "on_connect")
+
+    def _set_tls(self, tls: TLSLayer | None) -> None:
+        """TLS seam: put a TLS engine between the socket and the protocol (or take it away).
+
+        From then on every raw byte read goes through ``tls.feed`` (``_tls_feed``) and every
+        byte sent through ``tls.encrypt`` (``_send``): the connection reads with READ_STAGED.
+        """
+        self._tls = tls
+        self._refresh()
+
+    def _tls_feed(self, data: bytes) -> bytes:
+        """TLS seam: ciphertext in, plaintext out; the engine's own output (handshake, alerts,
+        tickets) goes out at once. Returns b"" when there is no plaintext, or on failure."""
+        tls = self._tls
+        assert tls is not None
+        try:
+            plain = tls.feed(data)
+        except Exception as exc:
+            if tls.want_write:
+                self._transmit(tls.take_output())  # the alert OpenSSL queued for the peer
+            self._code_failed(exc, "TLS")
+            return b""
+        if tls.want_write:
+            self._transmit(tls.take_output())
+        return plain
+
+    # ------------------------------------------------------------------ writing
+
+    def _send(self, data: Any) -> None:
+        """Send what the protocol or the application produced (plaintext); every byte the
+        connection sends passes here. Raises TypeError for data that is not bytes-like."""
+        tls = self._tls
+        if tls is not None:
+            # TLS seam: the ciphertext of data (b"" while the handshake is still running:
+            # the engine keeps the plaintext and its output follows the handshake).
+            try:
+                data = tls.encrypt(data)
+            except ProtocolError as exc:
+                self._set_reason(R_PROTOCOL_ERROR)
+                logger.warning("closing %r: %s", self, exc)
+                self._abort(R_PROTOCOL_ERROR)
+                return
+            if not data:
+                return
+        self._transmit(data)
+
+    def _transmit(self, data: Any) -> None:
+        """Write ``data`` now; buffer what the kernel does not take (with backpressure)."""
+        if self._state >= LINGERING:
+            return
+        if self._out is not None:
+            self._buffer(data, 0)
+            return
+        try:
+            n = os.write(self._fd, data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError as exc:
+            self._io_failed(exc)
+            return
+        loop = self._loop
+        self.last_active = loop.now
+        stats = loop.stats
+        if stats.counting:
+            stats.bytes_out += n
+        if n != len(data):
+            self._buffer(data, n)
+
+    def _send_queued(self, data: Any) -> None:
+        # A send made off the loop or during a batch: framed here, on the loop, in order.
+        if self._state != OPEN:
+            return
+        try:
+            frame = self._protocol.pack(self, data)
+        except Exception as exc:
+            self._code_failed(
+                exc, f"its protocol's pack, given a {type(data).__name__} to send(),"
+            )
+            return
+        stats = self._loop.stats
+        if stats.counting:
+            stats.messages_out += 1
+        if frame:  # b"": the protocol has nothing to send (yet, or any more)
+            try:
+                self._send(frame)
+            except Exception as exc:  # a frame that is not bytes-like
+                self._code_failed(exc, "its protocol's pack")
+
+    def _buffer(self, data: Any, offset: int) -> None:
+        out = self._out
+        if out is None:
+            out = self._out = RingBuffer()
+        mv = memoryview(data)
+        if mv.itemsize != 1 or mv.ndim != 1:
+            mv = mv.cast("B")
+        out.write(mv[offset:] if offset else mv)
+        loop = self._loop
+        size = len(out)
+        if size > loop.max_write_buffer:
+            self._set_reason(R_HARD_CAP)
+            logger.warning(
+                "closing %r: %d bytes of unsent output exceed max_write_buffer %d"
+                " (the peer is not reading)",
+                self,
+                size,
+                loop.max_write_buffer,
+            )
+            self._abort(R_HARD_CAP)
+            return
+        if size > loop.high_water and not self._paused:
+            self._paused = True
+            loop.stats.backpressure_pauses += 1
+        self._refresh()
+        self._account()
+
+    def _on_writable(self) -> None:
+        out = self._out
+        if out is None or self._state == CLOSED:
+            return
+        first, second = out.peek_all()
+        try:
+            n = os.writev(self._fd, (first, second)) if second else os.write(self._fd, first)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._io_failed(exc)
+            return
+        finally:
+            first.release()
+            second.release()
+        loop = self._loop
+        self.last_active = loop.now
+        stats = loop.stats
+        if stats.counting:
+            stats.bytes_out += n
+        out.retrieve(n)
+        if out:
+            if self._paused and len(out) <= loop.low_water:
+                self._unpause()
+            self._account()
+            return
+        self._out = None
+        if self._state == CLOSING:
+            self._flushed_for_close()
+            return
+        if self._paused:
+            self._unpause()
+        if self._shut:
+            self._do_shutdown()
+        self._refresh()
+        self._account()
+
+    def _unpause(self) -> None:
+        self._paused = False
+        if self._yielded and self._state == OPEN:
+            self._loop._queue_ready(self)  # input left waiting while the output drained
+        self._refresh()
+
+    # ------------------------------------------------------------------ closing
+
+    def _shutdown_write(self, _: int = 0) -> None:
+        if self._state == CLOSED or self._shut:
+            return
+        self._shut = True
+        if self._out is None:
+            self._do_shutdown()
+
+    def _do_shutdown(self) -> None:
+        sock = socket.socket(fileno=self._fd)
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        finally:
+            sock.detach()
+
+    def _close(self, reason: int = R_LOCAL) -> None:
+        if self._state != OPEN:
+            return
+        self._set_reason(reason)
+        self._in = None
+        self._yielded = False
+        tls = self._tls
+        if tls is not None:
+            # TLS seam: close_notify after the pending output.
+            try:
+                notify = tls.close()
+            except Exception:
+                notify = b""
+            if notify:
+                self._transmit(notify)
+            if self._state != OPEN:  # the write failed
+                return
+        self._state = CLOSING
+        if self._out is None:
+            self._flushed_for_close()
+            return
+        self._refresh()
+        self._account()
+
+    def _flushed_for_close(self) -> None:
+        # Everything we owe the peer is with the kernel. If the peer has not closed its side,
+        # send FIN and discard its input until it does: closing a socket with unread input
+        # would answer with RST, which may destroy our last bytes before the peer reads them.
+        loop = self._loop
+        if self._eof or loop.linger_timeout <= 0:
+            self._finalize()
+            return
+        self._state = LINGERING
+        if not self._shut:
+            self._shut = True
+            self._do_shutdown()
+        self._linger_timer = loop.call_later(loop.linger_timeout, self._linger_expired)
+        self._refresh()
+        self._account()
+
+    def _linger_expired(self) -> None:
+        self._linger_timer = None
+        if self._state == LINGERING:
+            logger.debug("closing %r: no FIN from the peer within the linger timeout", self)
+            self._finalize()
+
+    def _abort(self, reason: int = R_LOCAL) -> None:
+        if self._state == CLOSED:
+            return
+        self._set_reason(reason)
+        self._finalize()
+
+    def _io_failed(self, exc: OSError) -> None:
+        # A socket call failed: the peer reset the connection, or the socket is unusable.
+        if self._state == CLOSED:
+            return
+        if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+            self._set_reason(R_RESET)
+        else:
+            self._set_reason(R_ERROR)
+            logger.debug("closing %r after I/O error: %s", self, exc)
+        self._finalize()
+
+    def _over_budget(self, why: str) -> None:
+        self._set_reason(R_BUDGET)
+        logger.warning("closing %r: %s", self, why)
+        self._abort(R_BUDGET)
+
+    def _code_failed(self, exc: BaseException, what: str) -> None:
+        """The handler's, a protocol's or a plugin's code raised: close this connection only.
+
+        Called from inside the ``except`` block, so ``logger.exception`` finds the traceback.
+        A :class:`ProtocolError` is the peer's fault: one WARNING line with the reason.
+        """
+        loop = self._loop
+        loop._out.clear()
+        if self._state == CLOSED:
+            return
+        if isinstance(exc, ProtocolError):
+            self._set_reason(R_PROTOCOL_ERROR)
+            logger.warning("closing %r: %s", self, exc)
+        else:
+            self._set_reason(R_HANDLER_ERROR)
+            loop.stats.handler_errors += 1
+            logger.exception("closing %r: %s failed", self, what)
+        self._finalize()
 
     def _account(self) -> None:
         # Report what this connection buffers now to its loop; past the budget, the loop sheds
         # the largest holders (possibly this one: callers do nothing after this).
-        size = self._held
+        size = self._held + len(self._stage_in)
         inbuf = self._in
         if inbuf is not None:
             size += len(inbuf)
@@ -476,210 +1161,20 @@ class Connection:
         if size > old and loop._buffered > loop.max_buffered:
             loop._shed()
 
-    def _receive_failed(self, exc: Exception) -> None:
-        # Called from inside the except block, so logger.exception finds the traceback.
-        self._loop._out.clear()
-        if isinstance(exc, ProtocolError):
-            logger.warning("closing %r: %s", self, exc)
-        else:
-            logger.exception("closing %r: protocol or handler failed", self)
-        self._abort(None)
-
-    def _keep(self, data: bytes, consumed: int) -> None:
-        # The loop's direct path left part of a read unparsed: buffer it for the next read (or
-        # for the next iteration, if the protocol stopped early).
-        if self._state == OPEN:
-            inbuf = self._in = RingBuffer()
-            inbuf.write(memoryview(data)[consumed:])
-            self._direct = False
-            if self._yielded:
-                self._yield_turn()
-            self._account()
-
-    def _on_eof(self) -> None:
-        # The peer will send nothing more; flush what we owe it, then close (no lingering).
-        self._eof = True
-        self._close(None)
-
-    def _send_queued(self, data: Any) -> None:
-        # A send made off the loop or during a batch: framed here, on the loop, in order.
-        if self._state != OPEN:
-            return
-        try:
-            frame = self._protocol.pack(self, data)
-        except Exception:
-            logger.exception(
-                "closing %r: its protocol could not frame a %s given to send()",
-                self,
-                type(data).__name__,
-            )
-            self._abort(None)
-            return
-        if frame:  # b"": the protocol has nothing to send (yet, or any more)
-            self._write(frame)
-
-    def _write(self, data: Any) -> None:
-        if self._state >= LINGERING:
-            return
-        if self._out is not None:
-            self._buffer(data, 0)
-            return
-        try:
-            n = os.write(self._fd, data)
-        except (BlockingIOError, InterruptedError):
-            n = 0
-        except OSError as exc:
-            self._abort(exc)
-            return
-        self.last_active = self._loop.now
-        if n != len(data):
-            self._buffer(data, n)
-
-    def _buffer(self, data: Any, offset: int) -> None:
-        out = self._out
-        if out is None:
-            out = self._out = RingBuffer()
-            self._fast = self._direct = False
-        mv = memoryview(data)
-        if mv.itemsize != 1 or mv.ndim != 1:
-            mv = mv.cast("B")
-        out.write(mv[offset:] if offset else mv)
-        loop = self._loop
-        size = len(out)
-        if size > loop.max_write_buffer:
-            logger.warning(
-                "closing %r: %d bytes of unsent output exceed max_write_buffer %d"
-                " (the peer is not reading)",
-                self,
-                size,
-                loop.max_write_buffer,
-            )
-            self._abort(None)
-            return
-        if size > loop.high_water and not self._paused:
-            self._paused = True
-        self._update_interest()
-        self._account()
-
-    def _on_writable(self) -> None:
-        out = self._out
-        if out is None or self._state == CLOSED:
-            return
-        first, second = out.peek_all()
-        try:
-            n = os.writev(self._fd, (first, second)) if second else os.write(self._fd, first)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._abort(exc)
-            return
-        finally:
-            first.release()
-            second.release()
-        self.last_active = self._loop.now
-        out.retrieve(n)
-        if out:
-            if self._paused and len(out) <= self._loop.low_water:
-                self._unpause()
-            self._account()
-            return
-        self._out = None
-        if self._state == CLOSING:
-            self._flushed_for_close()
-            return
-        if self._paused:
-            self._unpause()
-        if self._shut:
-            self._do_shutdown()
-        self._update_interest()
-        self._refresh_paths()
-        self._account()
-
-    def _unpause(self) -> None:
-        self._paused = False
-        if self._yielded and self._state == OPEN:
-            self._loop._queue_ready(self)  # input left waiting while the output drained
-        self._update_interest()
-
-    def _shutdown_write(self, _: Any = None) -> None:
-        if self._state == CLOSED or self._shut:
-            return
-        self._shut = True
-        if self._out is None:
-            self._do_shutdown()
-
-    def _do_shutdown(self) -> None:
-        sock = socket.socket(fileno=self._fd)
-        try:
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        finally:
-            sock.detach()
-
-    def _close(self, _: Any = None) -> None:
-        if self._state != OPEN:
-            return
-        self._in = None
-        self._yielded = False
-        self._state = CLOSING
-        self._fast = self._direct = False
-        if self._out is None:
-            self._flushed_for_close()
-            return
-        self._update_interest()
-        self._account()
-
-    def _flushed_for_close(self) -> None:
-        # Everything we owe the peer is with the kernel. If the peer has not closed its side,
-        # send FIN and discard its input until it does: closing a socket with unread input
-        # would answer with RST, which may destroy our last bytes before the peer reads them.
-        loop = self._loop
-        if self._eof or loop.linger_timeout <= 0:
-            self._finalize(None)
-            return
-        self._state = LINGERING
-        if not self._shut:
-            self._shut = True
-            self._do_shutdown()
-        self._linger_timer = loop.call_later(loop.linger_timeout, self._linger_expired)
-        self._update_interest()
-        self._account()
-
-    def _discard_input(self) -> None:
-        try:
-            n = os.readv(self._fd, self._loop._rbufs)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._abort(exc)
-            return
-        if n == 0:
-            self._finalize(None)
-
-    def _linger_expired(self) -> None:
-        self._linger_timer = None
-        if self._state == LINGERING:
-            logger.debug("closing %r: no FIN from the peer within the linger timeout", self)
-            self._finalize(None)
-
-    def _abort(self, exc: BaseException | None = None) -> None:
-        if self._state == CLOSED:
-            return
-        if exc is not None and not isinstance(exc, (ConnectionResetError, BrokenPipeError)):
-            logger.debug("closing %r after I/O error: %s", self, exc)
-        self._finalize(exc)
-
-    def _finalize(self, exc: BaseException | None) -> None:
+    def _finalize(self) -> None:
         loop = self._loop
         self._state = CLOSED
-        self._fast = self._direct = self._yielded = False
+        self._reader = READ_NONE
+        self._yielded = False
         self._in = None
         self._out = None
-        timer = self._linger_timer
-        if timer is not None:
-            self._linger_timer = None
-            timer.cancel()
+        self._preamble = None
+        self._tls = None
+        self._stage_in = b""
+        for timer in (self._linger_timer, self._stage_timer):
+            if timer is not None:
+                timer.cancel()
+        self._linger_timer = self._stage_timer = None
         if self._accounted:
             loop._buffered -= self._accounted
             self._accounted = 0
@@ -690,15 +1185,32 @@ class Connection:
             loop._poller.unregister(fd)
         loop._conns.pop(fd, None)
         loop._closed_count += 1
+        if not self._reason:
+            self._reason = R_LOCAL
+        loop.stats.count_close(self._reason)
         try:
             os.close(fd)
         except OSError:
             pass
-        try:
-            self._protocol.connection_lost(self)
-        except Exception:
-            logger.exception("protocol %r failed in connection_lost for %r", self._protocol, self)
-        loop._connection_closed(self)
+        if self._established:
+            try:
+                self._protocol.connection_lost(self)
+            except Exception:
+                logger.exception(
+                    "protocol %r failed in connection_lost for %r", self._protocol, self
+                )
+            loop._connection_closed(self)
+        else:
+            loop._connection_gone()
+
+
+def _reader_for(protocol: Protocol) -> int:
+    """How a protocol's connections are read when nothing else is in the way."""
+    if type(protocol).receive is DefaultProtocol.receive:
+        return READ_MESSAGES
+    if getattr(protocol, "accepts_bytes", False) is True:
+        return READ_FRAMES
+    return READ_BUFFERED
 
 
 def _owned(data: Any) -> Any:

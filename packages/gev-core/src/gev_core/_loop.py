@@ -1,10 +1,12 @@
 """The event loop: one poller, the connections it owns, and the thread that runs them.
 
-Theory of operation. ``_run`` is the whole reactor: poll, then for each ready fd either take the
-inline fast path -- one ``read``, one call of ``on_message``, one immediate ``write`` -- or hand the
-event to the connection's slow path (leftover input, backlogged output, a custom protocol, errors).
-The fast path is written out inside the loop on purpose: with ~3.3 µs of every echoed message spent
-in the kernel, each Python call or attribute lookup added here is a measurable share of the rest.
+Theory of operation. ``_run`` is the whole reactor: poll, then for each ready fd hand the event
+to its connection -- ``Connection._on_read`` for a plain READ event, which reads the way the
+connection's read strategy says (see ``_connection.py``: the default protocol's one read, one
+``on_message``, one write; bytes to a protocol's ``receive``; the ring-buffer path; the stages
+before the protocol), ``Connection._on_event`` for anything else -- or, for the loop's own fds
+(the listener, the waker), to ``_on_internal``. Every read is one ``read(2)`` of at most
+``READ_BUFFER_SIZE`` bytes.
 
 While a batch of events is being dispatched, sends, writes and closes asked for on the loop thread
 are deferred to the end of the batch (``_deferred``); those from other threads arrive through
@@ -19,6 +21,9 @@ cancellable timers, for housekeeping (accept back-off, stop deadline, lingering 
 plugins that need a few timers per connection without depending on gev-timers (handshake and
 close timeouts): a cancelled timer lets go of its callback at once, and the heap is compacted
 when cancelled entries outnumber live ones.
+
+Counters: ``stats`` (a :class:`~gev_core._stats.LoopStats`) is written by this loop's thread where
+things happen anyway, and read by metrics plugins from any thread.
 """
 
 from __future__ import annotations
@@ -36,17 +41,18 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from typing import Protocol as _TypingProtocol
 
-from ._connection import CLOSED, OPEN, Connection
+from ._base import Weakrefable
+from ._connection import CLOSED, OPEN, READ_BUFFER_SIZE, Connection
 from ._poll import READ, Waker, make_poller
+from ._stats import R_BUDGET, R_STOP, LoopStats
 
 if TYPE_CHECKING:
-    from ._protocol import Protocol
     from ._server import Server
 
 logger = logging.getLogger("gev")
 
-#: Size of each loop's shared receive buffer: one ``recv`` per readiness event reads at most this.
-READ_BUFFER_SIZE = 256 * 1024
+__all__ = ["READ_BUFFER_SIZE", "EventLoop", "TimerHandle"]
+
 _ACCEPT_BATCH = 128
 _INF = float("inf")
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -127,7 +133,7 @@ class TimerHandle:
         return f"<TimerHandle {state} when={self.when:.3f} fn={self._fn!r}>"
 
 
-class EventLoop:
+class EventLoop(Weakrefable):
     """One reactor thread. Created and owned by a :class:`~gev_core.Server`."""
 
     __slots__ = (
@@ -143,7 +149,6 @@ class EventLoop:
         "_deadline_source",
         "_deferred",
         "_dispatching",
-        "_fast_protocol",
         "_handler",
         "_holders",
         "_listen_fd",
@@ -155,11 +160,8 @@ class EventLoop:
         "_on_message",
         "_out",
         "_poller",
-        "_rbuf",
-        "_rbufs",
         "_ready",
         "_running",
-        "_rview",
         "_shedding",
         "_stopping",
         "_tasks",
@@ -178,6 +180,7 @@ class EventLoop:
         "max_write_buffer",
         "now",
         "server",
+        "stats",
     )
 
     def __init__(self, server: Server, index: int, poller: str | None = None) -> None:
@@ -187,9 +190,7 @@ class EventLoop:
         self._waker = Waker()
         self._poller.register(self._waker.fd, READ)
         self._conns: dict[int, Connection] = {}
-        self._rbuf = bytearray(READ_BUFFER_SIZE)
-        self._rview = memoryview(self._rbuf)
-        self._rbufs = [self._rbuf]
+        #: The list a protocol's ``receive`` appends its replies to; emptied after each use.
         self._out: list[Any] = []
         self._deferred: list[tuple[Callable[[Any], Any], Any]] = []
         #: Connections whose protocol stopped early (``continue_later``): resumed next iteration.
@@ -221,7 +222,9 @@ class EventLoop:
         self._on_message = handler.on_message
         self._on_connect = getattr(handler, "on_connect", _noop)
         self._on_close = getattr(handler, "on_close", _noop)
-        self._fast_protocol: Protocol | None = server._fast_protocol
+        #: This loop's counters (see ``LoopStats``); bytes and messages only while counting.
+        self.stats = LoopStats()
+        self.stats.counting = server.count_traffic
         self.high_water = server.high_water
         self.low_water = server.low_water
         self.max_write_buffer = server.max_write_buffer
@@ -377,14 +380,8 @@ class EventLoop:
     def _run(self) -> None:
         poll = self._poller.poll
         conns = self._conns
-        read = os.read
-        write = os.write
-        on_message = self._on_message
         deferred = self._deferred
         tasks = self._tasks
-        out = self._out
-        READ_ = READ
-        now = self.now
         while self._running:
             timeout = self._timeout() if self._timed or tasks or deferred else -1.0
             try:
@@ -393,94 +390,20 @@ class EventLoop:
                 continue
             if self._timed:
                 self._run_timers()
-                now = self.now
             self._dispatching = True
             for fd, ev in events:
-                c = conns.get(fd)
-                if c is None:
+                conn = conns.get(fd)
+                if conn is None:
                     self._on_internal(fd, ev)
-                    continue
-                if ev == READ_:
-                    if not c._fast:
-                        if not c._direct:
-                            c._on_readable()
-                            continue
-                        # A protocol that takes bytes, nothing left over or backlogged: read,
-                        # receive and write here too (what _on_readable does, minus its
-                        # generality; see Protocol.accepts_bytes). Written out apart from the
-                        # default protocol's path below, not merged with it: sharing the read
-                        # cost that path ~2 % more instructions per message (callgrind).
-                        try:
-                            data = read(fd, 65536)
-                        except (BlockingIOError, InterruptedError):
-                            continue
-                        except OSError as exc:
-                            c._abort(exc)
-                            continue
-                        if not data:
-                            c._on_eof()
-                            continue
-                        c.last_active = now
-                        try:
-                            consumed = c._protocol.receive(c, data, out)
-                            if consumed != len(data):
-                                c._keep(data, consumed)
-                            if not out:
-                                continue
-                            reply = out[0] if len(out) == 1 else b"".join(out)
-                            if c._out is None and c._state == OPEN:
-                                try:
-                                    n = write(fd, reply)
-                                except (BlockingIOError, InterruptedError):
-                                    c._buffer(reply, 0)
-                                except OSError as exc:
-                                    c._abort(exc)
-                                else:
-                                    if n != len(reply):
-                                        c._buffer(reply, n)
-                            elif c._state != CLOSED:
-                                c._write(reply)
-                        except Exception as exc:
-                            # The protocol, the handler, or a reply that is not bytes-like:
-                            # that connection closes, the loop goes on.
-                            c._receive_failed(exc)
-                        out.clear()
-                        continue
-                    try:
-                        data = read(fd, 65536)
-                    except (BlockingIOError, InterruptedError):
-                        continue
-                    except OSError as exc:
-                        c._abort(exc)
-                        continue
-                    if not data:
-                        c._on_eof()
-                        continue
-                    c.last_active = now
-                    try:
-                        reply = on_message(c, None, data)
-                        if reply is not None:
-                            try:
-                                n = write(fd, reply)
-                            except (BlockingIOError, InterruptedError):
-                                n = 0
-                            if n != len(reply):
-                                c._buffer(reply, n)
-                    except OSError as exc:
-                        c._abort(exc)
-                    except Exception:
-                        self._handler_failed(c)
+                elif ev == READ:
+                    conn._on_read()
                 else:
-                    c._on_event(ev)
+                    conn._on_event(ev)
             self._dispatching = False
             if deferred:
                 self._run_deferred()
             if tasks:
                 self._run_tasks()
-
-    def _handler_failed(self, c: Connection) -> None:
-        logger.exception("closing %r: handler failed", c)
-        c._abort(None)
 
     def _queue_ready(self, conn: Connection) -> None:
         # A connection whose protocol stopped early: resume it after the next poll, which the
@@ -504,9 +427,8 @@ class EventLoop:
             for conn in batch:
                 try:
                     conn._resume_input()
-                except Exception:
-                    logger.exception("resuming input of %r failed", conn)
-                    conn._abort(None)
+                except Exception as exc:
+                    conn._code_failed(exc, "resuming its input")
         finally:
             self._dispatching = False
         if self._deferred:
@@ -530,7 +452,7 @@ class EventLoop:
                     budget,
                     conn._accounted,
                 )
-                conn._abort(None)
+                conn._abort(R_BUDGET)
         finally:
             self._shedding = False
 
