@@ -23,6 +23,7 @@ def plugins():
 class Echo(Handler):
     def __init__(self):
         self.closed = []
+        self.reasons = []
         self.lock = threading.Lock()
 
     def on_message(self, conn, ctx, data):
@@ -31,6 +32,7 @@ class Echo(Handler):
     def on_close(self, conn):
         with self.lock:
             self.closed.append(time.monotonic())
+            self.reasons.append(conn.close_reason)
 
 
 def test_run_every_on_the_loop_thread_and_cancel():
@@ -91,6 +93,9 @@ def test_silent_client_is_reaped_and_on_close_runs(caplog):
         while not handler.closed and time.monotonic() < deadline:
             time.sleep(0.01)
         assert len(handler.closed) == 1
+        # Counted as idle, whatever happened after the reaper closed it.
+        assert handler.reasons == ["idle"]
+        assert server.loops[0].stats.closed_idle == 1
     # One INFO line per reap, naming the peer and how long it was silent.
     (record,) = [r for r in caplog.records if "idle connection" in r.getMessage()]
     assert record.levelno == logging.INFO

@@ -5,7 +5,7 @@ from __future__ import annotations
 # First: with GEV_PURE_PYTHON=1 the modules below are then loaded from their .py source.
 from . import _compiled
 from .__about__ import __version__
-from ._connection import Connection
+from ._connection import Connection, Preamble, PreambleConnection
 from ._errors import ConnectionClosed, GevError, ProtocolError
 from ._fanout import write_shared
 from ._handler import Handler
@@ -22,6 +22,7 @@ from ._plugins import (
 )
 from ._protocol import DefaultProtocol, LengthFieldProtocol, LineProtocol, Protocol
 from ._server import Server, least_connections, round_robin
+from ._stats import CLOSE_REASONS, LoopStats
 from ._workers import Supervisor, serve_workers
 
 COMPILED: bool = _compiled.package_is_compiled(__name__)
@@ -30,6 +31,7 @@ COMPILED: bool = _compiled.package_is_compiled(__name__)
 code" page."""
 
 __all__ = [
+    "CLOSE_REASONS",
     "COMPILED",
     "NEED_MORE_DATA",
     "Config",
@@ -42,8 +44,11 @@ __all__ = [
     "Handler",
     "LengthFieldProtocol",
     "LineProtocol",
+    "LoopStats",
     "PluginError",
     "PluginInfo",
+    "Preamble",
+    "PreambleConnection",
     "Protocol",
     "ProtocolError",
     "ProtocolRegistry",

@@ -6,13 +6,17 @@ by :meth:`Connection._refresh`, and stored as a small int in ``_reader``. The lo
 :meth:`Connection._on_read` for every READ event, which dispatches on it:
 
 ``READ_MESSAGES``
-    the default protocol: one read, one ``on_message``, its reply sent at once (gev's model).
+    the default protocol with no output pending: one read, one ``on_message``, its reply
+    written at once (gev's model). The loop runs this one inline, in its own body
+    (``EventLoop._run``), because it is what a plain echo costs; ``_read_messages`` is the
+    same steps for the events the loop hands over (readable and writable at once).
 ``READ_FRAMES``
     a protocol with ``accepts_bytes``: one read into a new ``bytes``, ``receive``, the replies
     sent together; an unconsumed tail is kept in the input ring buffer.
 ``READ_BUFFERED``
-    input left over from an earlier read, or a protocol that wants a ``memoryview``: the general
-    path through the input ring buffer (:meth:`Connection._receive`).
+    input left over from an earlier read, a protocol that wants a ``memoryview``, or the
+    default protocol while output is pending: the general path through the input ring buffer
+    and the protocol's ``receive`` (:meth:`Connection._receive`).
 ``READ_STAGED``
     a stage sits between the socket and the protocol: the listener's preamble (the PROXY
     protocol header), TLS. Raw bytes pass through the stages, then go the general path.
@@ -194,8 +198,8 @@ class Connection(Weakrefable):
         "_out",
         "_paused",
         "_preamble",
-        "_proxy_addr",
         "_protocol",
+        "_proxy_addr",
         "_reader",
         "_reason",
         "_shut",
@@ -513,6 +517,10 @@ class Connection(Weakrefable):
                 reader = READ_BUFFERED
             else:
                 reader = self._kind
+                if reader == READ_MESSAGES and self._out is not None:
+                    # Output pending: a reply must queue behind it, which the general path
+                    # does (READ_MESSAGES writes at once).
+                    reader = READ_BUFFERED
         elif state == LINGERING:
             reader = READ_DISCARD
         else:
@@ -622,6 +630,8 @@ class Connection(Weakrefable):
             return
         if consumed != len(data):
             self._keep(data, consumed)
+        elif self._yielded:
+            self._yielded = False  # continue_later, then nothing was left after all
 
     def _read_buffered(self) -> None:
         # READ_BUFFERED: input left over, or a protocol that wants a memoryview.
@@ -818,6 +828,7 @@ class Connection(Weakrefable):
             return None
         if not 0 <= taken <= len(data):
             self._set_reason(R_HANDLER_ERROR)
+            self._loop.stats.handler_errors += 1
             logger.error(
                 "closing %r: the %s preamble took %r of %d bytes",
                 self,
@@ -949,9 +960,7 @@ class Connection(Weakrefable):
         try:
             frame = self._protocol.pack(self, data)
         except Exception as exc:
-            self._code_failed(
-                exc, f"its protocol's pack, given a {type(data).__name__} to send(),"
-            )
+            self._code_failed(exc, f"its protocol's pack, given a {type(data).__name__} to send(),")
             return
         stats = self._loop.stats
         if stats.counting:
@@ -1201,7 +1210,7 @@ class Connection(Weakrefable):
                 )
             loop._connection_closed(self)
         else:
-            loop._connection_gone()
+            loop._connection_gone(self)
 
 
 def _reader_for(protocol: Protocol) -> int:

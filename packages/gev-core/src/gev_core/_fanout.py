@@ -4,12 +4,12 @@ Fan-out (gev-pubsub) writes the same bytes to thousands of connections per messa
 ``conn.write`` per connection, the interpreter work of the public path (thread check, state
 checks, two calls) costs as much as the rest. :func:`write_shared` is that loop written once,
 inside the core, with the connection internals at hand: per connection one call of its
-protocol's ``shared_packer`` and one ``write(2)``.
+protocol's ``shared_packer`` and its send helper (``Connection._send``: one ``write(2)``, or
+the output buffer behind pending output; encrypted first on a TLS connection).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -49,10 +49,9 @@ def write_shared(
     slow: list[Connection] = []
     unshared: list[Connection] = []
     frames: dict[Packer, bytes] = {}
-    write = os.write
     written = 0
     loop = None
-    now = 0.0
+    counting = False
     for c in conns:
         if loop is not c._loop:
             loop = c._loop
@@ -60,7 +59,7 @@ def write_shared(
                 raise RuntimeError(
                     "write_shared runs on the connections' loop thread, outside I/O dispatch"
                 )
-            now = loop.now
+            counting = loop.stats.counting
         if c._state != OPEN:
             continue
         out = c._out
@@ -77,17 +76,8 @@ def write_shared(
         if not data:
             continue
         written += 1
-        if out is not None:
-            c._buffer(data, 0)
-            continue
-        try:
-            n = write(c._fd, data)
-        except (BlockingIOError, InterruptedError):
-            n = 0
-        except OSError as exc:
-            c._abort(exc)
-            continue
-        c.last_active = now
-        if n != len(data):
-            c._buffer(data, n)
+        # The connection's one send helper: written now or buffered, encrypted under TLS.
+        c._send(data)
+        if counting:
+            c._loop.stats.messages_out += 1
     return written, slow, unshared

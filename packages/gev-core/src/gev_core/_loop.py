@@ -2,11 +2,13 @@
 
 Theory of operation. ``_run`` is the whole reactor: poll, then for each ready fd hand the event
 to its connection -- ``Connection._on_read`` for a plain READ event, which reads the way the
-connection's read strategy says (see ``_connection.py``: the default protocol's one read, one
-``on_message``, one write; bytes to a protocol's ``receive``; the ring-buffer path; the stages
-before the protocol), ``Connection._on_event`` for anything else -- or, for the loop's own fds
-(the listener, the waker), to ``_on_internal``. Every read is one ``read(2)`` of at most
-``READ_BUFFER_SIZE`` bytes.
+connection's read strategy says (see ``_connection.py``: bytes to a protocol's ``receive``; the
+ring-buffer path; the stages before the protocol), ``Connection._on_event`` for anything else --
+or, for the loop's own fds (the listener, the waker), to ``_on_internal``. One strategy is
+written out in the loop's body instead of called: ``READ_MESSAGES``, the default protocol's one
+read, one ``on_message``, one write, which is all a plain echo does; the calls would be a
+measurable share of its cost (``bench/RESULTS.md``, "one read path"). Every read is one
+``read(2)`` of at most ``READ_BUFFER_SIZE`` bytes.
 
 While a batch of events is being dispatched, sends, writes and closes asked for on the loop thread
 are deferred to the end of the batch (``_deferred``); those from other threads arrive through
@@ -42,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from typing import Protocol as _TypingProtocol
 
 from ._base import Weakrefable
-from ._connection import CLOSED, OPEN, READ_BUFFER_SIZE, Connection
+from ._connection import CLOSED, OPEN, READ_BUFFER_SIZE, READ_MESSAGES, Connection
 from ._poll import READ, Waker, make_poller
 from ._stats import R_BUDGET, R_STOP, LoopStats
 
@@ -382,6 +384,16 @@ class EventLoop(Weakrefable):
         conns = self._conns
         deferred = self._deferred
         tasks = self._tasks
+        stats = self.stats
+        # The default protocol's read strategy (READ_MESSAGES) is written out here rather than
+        # called (Connection._read_messages is the same steps); see the module docstring.
+        read = os.read
+        write = os.write
+        on_message = self._on_message
+        READ_ = READ
+        MESSAGES = READ_MESSAGES
+        SIZE = READ_BUFFER_SIZE
+        now = self.now
         while self._running:
             timeout = self._timeout() if self._timed or tasks or deferred else -1.0
             try:
@@ -390,15 +402,65 @@ class EventLoop(Weakrefable):
                 continue
             if self._timed:
                 self._run_timers()
+                now = self.now
+            counting = stats.counting
             self._dispatching = True
             for fd, ev in events:
                 conn = conns.get(fd)
                 if conn is None:
                     self._on_internal(fd, ev)
-                elif ev == READ:
-                    conn._on_read()
-                else:
+                    continue
+                if ev != READ_:
                     conn._on_event(ev)
+                    continue
+                if conn._reader != MESSAGES:
+                    conn._on_read()
+                    continue
+                # READ_MESSAGES: one read, one on_message, its reply written at once (the
+                # strategy guarantees nothing is buffered either way, and no TLS).
+                try:
+                    data = read(fd, SIZE)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError as exc:
+                    conn._io_failed(exc)
+                    continue
+                if not data:
+                    conn._on_eof()
+                    continue
+                conn.last_active = now
+                try:
+                    reply = on_message(conn, None, data)
+                except Exception as exc:
+                    if counting:
+                        stats.bytes_in += len(data)
+                    conn._code_failed(exc, "the handler")
+                    continue
+                if reply is None:
+                    if counting:
+                        stats.bytes_in += len(data)
+                        stats.messages_in += 1
+                    continue
+                try:
+                    n = write(fd, reply)
+                except (BlockingIOError, InterruptedError):
+                    n = 0
+                except Exception as exc:
+                    if counting:
+                        stats.bytes_in += len(data)
+                        stats.messages_in += 1
+                    if isinstance(exc, OSError):
+                        conn._io_failed(exc)
+                    else:  # a reply that is not bytes-like
+                        conn._code_failed(exc, "the handler's reply")
+                    continue
+                if n != len(reply):
+                    conn._buffer(reply, n)
+                if counting:
+                    stats.bytes_in += len(data)
+                    stats.messages_in += 1
+                    stats.messages_out += 1
+                    stats.bytes_out += n
             self._dispatching = False
             if deferred:
                 self._run_deferred()
@@ -568,24 +630,23 @@ class EventLoop(Weakrefable):
             self._poller.register(self._listen_fd, READ)
 
     def _add(self, conn: Connection) -> None:
+        stats = self.stats
+        stats.accepted += 1
         if self._stopping:
             self._closed_count += 1
+            stats.count_close(R_STOP)
             os.close(conn._fd)
             return
         fd = conn._fd
         self._conns[fd] = conn
-        try:
-            conn.protocol.connection_made(conn)
-            hook = self._connection_made_hooks
-            if hook is not None:
-                hook(conn)
-            self._on_connect(conn)
-        except Exception:
-            logger.exception("closing %r: on_connect failed", conn)
-            conn._abort(None)
-            return
+        preamble = self.server._preamble
+        if preamble is not None:
+            conn._start_preamble(preamble)
+        if conn._state == OPEN and conn._preamble is None:
+            conn._establish()
         if conn._state == CLOSED:
             return
+        conn._refresh()
         conn._mask = mask = conn._interest()
         self._poller.register(fd, mask)
 
@@ -600,6 +661,12 @@ class EventLoop(Weakrefable):
         if self._stopping and not self._conns:
             self._running = False
 
+    def _connection_gone(self, conn: Connection) -> None:
+        # A connection closed before the handler and the plugins heard of it (its preamble
+        # failed or timed out): nobody to tell.
+        if self._stopping and not self._conns:
+            self._running = False
+
     # ------------------------------------------------------------------ stop
 
     def _begin_stop(self, deadline: float) -> None:
@@ -607,13 +674,18 @@ class EventLoop(Weakrefable):
         self._detach_listener()
         for conn in list(self._conns.values()):
             if conn._state == OPEN:
+                # Why it closes, whatever the protocol's goodbye closes it with.
+                conn._set_reason(R_STOP)
+                if not conn._established:
+                    conn._abort(R_STOP)  # still in its preamble: nobody to say goodbye to
+                    continue
                 # Each protocol says goodbye its own way (WebSocket: a 1001 close frame); the
                 # default closes gracefully. Whatever is still open at the deadline is dropped.
                 try:
                     conn._protocol.server_stopping(conn)
                 except Exception:
                     logger.exception("%r failed to stop %r; closing it", conn._protocol, conn)
-                    conn._close(None)
+                    conn._close(R_STOP)
         if not self._conns:
             self._running = False
             return
@@ -644,7 +716,7 @@ class EventLoop(Weakrefable):
                 logger.warning("stop: dropping %d unsent bytes for %r", len(conn._out), conn)
             else:
                 late += 1
-            conn._abort(None)
+            conn._abort(R_STOP)
         if late:
             logger.info("stop: %d connections had not finished closing in time; dropped", late)
         self._running = False
@@ -652,7 +724,7 @@ class EventLoop(Weakrefable):
     def _close_all_now(self) -> None:
         for conn in list(self._conns.values()):
             try:
-                conn._abort(None)
+                conn._abort(R_STOP)
             except Exception:
                 logger.exception("failed to close %r", conn)
         self._poller.close()

@@ -132,6 +132,8 @@ class Protocol:
         a protocol that sets :attr:`accepts_bytes` is given ``bytes`` on the common path.
         For each frame call ``conn.handler.on_message(conn, ctx, payload)`` and append the packed
         reply, if not ``None``, to ``out``: the reactor sends everything in ``out`` with one write.
+        Report what one call handed over with ``conn.count_messages(received, sent)`` (the
+        loop's statistics; it returns at once while they are off).
         Stop early once ``conn.closing`` is true. The default runs :meth:`unpack` over a zero-copy
         ring buffer.
 
@@ -145,13 +147,18 @@ class Protocol:
         pack = self.pack
         on_message = conn.handler.on_message
         total = len(buf)
+        received = sent = 0
         while not conn.closing:
             frame = unpack(conn, buf)
             if frame is None:
                 break
             reply = on_message(conn, frame[0], frame[1])
+            received += 1
             if reply is not None:
                 out.append(pack(conn, reply))
+                sent += 1
+        if received:
+            conn.count_messages(received, sent)
         return total - len(buf)
 
 
@@ -171,6 +178,8 @@ class DefaultProtocol(Protocol):
         reply = conn.handler.on_message(conn, None, bytes(data))
         if reply is not None:
             out.append(reply)
+        # The general path (output pending); the common one is counted by the loop itself.
+        conn.count_messages(1, 0 if reply is None else 1)
         return len(data)
 
     def shared_packer(self, conn: Connection) -> Callable[[Any], bytes] | None:
@@ -229,7 +238,7 @@ class LengthFieldProtocol(Protocol):
         on_message = conn.handler.on_message
         pack = self.pack
         end = len(data)
-        pos = 0
+        pos = received = sent = 0
         while end - pos >= hsize and not conn.closing:
             (length,) = unpack_from(data, pos)
             if length > limit:
@@ -239,8 +248,12 @@ class LengthFieldProtocol(Protocol):
                 break
             reply = on_message(conn, None, bytes(data[pos + hsize : stop]))
             pos = stop
+            received += 1
             if reply is not None:
                 out.append(pack(conn, reply))
+                sent += 1
+        if received:
+            conn.count_messages(received, sent)
         return pos
 
     def unpack(self, conn: Connection, buffer: RingBuffer) -> tuple[Any, Any] | None:
@@ -306,7 +319,7 @@ class LineProtocol(Protocol):
         on_message = conn.handler.on_message
         pack = self.pack
         strip_cr = self._strip_cr
-        pos = 0
+        pos = received = sent = 0
         while not conn.closing:
             idx = raw.find(delim, pos)
             if idx < 0:
@@ -320,8 +333,12 @@ class LineProtocol(Protocol):
                 stop -= 1
             reply = on_message(conn, None, raw[pos:stop])
             pos = idx + dlen
+            received += 1
             if reply is not None:
                 out.append(pack(conn, reply))
+                sent += 1
+        if received:
+            conn.count_messages(received, sent)
         if len(raw) - pos > self.max_line_length + dlen:
             raise ProtocolError(f"no delimiter within max_line_length {self.max_line_length} bytes")
         return pos

@@ -85,7 +85,7 @@ class SelectingProtocol(Protocol):
                 self.timeout,
                 conn.read_buffer_length,
             )
-            conn.close()
+            conn.close(reason="idle")
 
     def receive(self, conn: Connection, data: bytes | memoryview, out: list[Any]) -> int:
         head = bytes(data[:SNIFF_BYTES])

@@ -11,12 +11,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._bind import SocketFile, bind_socket, format_address
+from ._connection import Preamble
 from ._errors import GevError
 from ._loop import EventLoop
 from ._plugins import Config, GevPluginManager, ProtocolRegistry, get_plugin_manager
 from ._protocol import DefaultProtocol, Protocol
 from ._select import DEFAULT_SELECT_TIMEOUT, SelectingProtocol
 from ._signals import capture_signals, signal_name
+from ._stats import LoopStats
 
 logger = logging.getLogger("gev")
 
@@ -104,6 +106,10 @@ class Server:
         instead of binding ``address``. Its owner, not the server, removes a Unix socket file.
     :param handle_signals: when ``start()`` runs in the main thread, SIGINT and SIGTERM stop the
         server gracefully.
+    :param count_traffic: count bytes and messages in and out in every loop's
+        :class:`~gev_core.LoopStats` (``loop.stats``); connection events are counted always.
+        Off by default: each count costs a little on every message. A metrics plugin turns it
+        on (:attr:`count_traffic`).
 
     Readiness, for health checks and load balancers: :attr:`ready` is true while the server
     accepts connections, and turns false the moment :meth:`drain` or :meth:`stop` begins (when
@@ -136,6 +142,7 @@ class Server:
         idle_time: float | None = None,
         sock: socket.socket | None = None,
         handle_signals: bool = True,
+        count_traffic: bool = False,
         poller: str | None = None,
         plugins: GevPluginManager | None = None,
         options: dict[str, Any] | None = None,
@@ -170,6 +177,10 @@ class Server:
         self.tcp_nodelay = tcp_nodelay
         self.idle_time = idle_time
         self.handle_signals = handle_signals
+        self._count_traffic = bool(count_traffic)
+        #: The listener's preamble (``set_preamble``); read by the loops at each accept.
+        self._preamble: Preamble | None = None
+        self.loops: list[EventLoop] = []
         self.pluginmanager = pm = plugins if plugins is not None else get_plugin_manager()
         self.config = Config(
             server=self,
@@ -186,10 +197,6 @@ class Server:
         pm.hook.gev_configure.call_historic(kwargs={"config": self.config})
         self.protocols = ProtocolRegistry(pm)
         self._protocol = self._resolve_protocols(protocol)
-        # The inline read path is only valid for a protocol whose receive is DefaultProtocol's.
-        self._fast_protocol: Protocol | None = (
-            self._protocol if type(self._protocol).receive is DefaultProtocol.receive else None
-        )
         if idle_time is not None and idle_time <= 0:
             raise ValueError("idle_time must be > 0 seconds")
         if isinstance(load_balance, str):
@@ -331,6 +338,63 @@ class Server:
     @property
     def connection_count(self) -> int:
         return sum(loop.connection_count for loop in self.loops)
+
+    @property
+    def count_traffic(self) -> bool:
+        """Whether the loops count bytes and messages (``loop.stats``); settable at any time.
+
+        Connection events (accepted, closed by reason, backpressure pauses, handler errors)
+        are counted whatever this says. A metrics plugin sets it, typically in its
+        ``gev_configure`` hook. Any thread: each loop sees the change from its next poll on.
+        """
+        return self._count_traffic
+
+    @count_traffic.setter
+    def count_traffic(self, on: bool) -> None:
+        self._count_traffic = on = bool(on)
+        for loop in self.loops:
+            loop.stats.counting = on
+
+    @property
+    def stats(self) -> list[LoopStats]:
+        """Every loop's counters (``loop.stats``), in loop order; read them from any thread."""
+        return [loop.stats for loop in self.loops]
+
+    @property
+    def preamble(self) -> Preamble | None:
+        """The listener's preamble (:meth:`set_preamble`), or ``None``."""
+        return self._preamble
+
+    def set_preamble(self, preamble: Preamble | None) -> None:
+        """Make every connection accepted from now on start with ``preamble``'s bytes.
+
+        A :class:`~gev_core.Preamble` (the PROXY protocol plugin installs one from its
+        ``gev_configure`` hook) reads the raw first bytes of each connection before TLS,
+        protocol selection or the protocol see any, and may set the connection's peer address
+        (:meth:`Connection.set_peer_address`). The handler's ``on_connect``, the protocol's
+        ``connection_made`` and the plugins' ``gev_connection_made`` run only once it is done;
+        a preamble that fails, grows past its ``max_size`` or takes longer than its
+        ``timeout`` closes that connection alone, with a logged reason. ``None`` removes it.
+
+        :raises TypeError: ``preamble`` lacks what the :class:`~gev_core.Preamble` protocol
+            requires.
+        :raises ValueError: its ``max_size`` is not positive, or its ``timeout`` is neither
+            ``None`` nor positive.
+        """
+        if preamble is not None:
+            for method in ("start", "feed"):
+                if not callable(getattr(preamble, method, None)):
+                    raise TypeError(f"preamble {preamble!r} has no {method}() method")
+            name = getattr(preamble, "name", None)
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"preamble {preamble!r} needs a name (a non-empty str)")
+            max_size = getattr(preamble, "max_size", None)
+            if not isinstance(max_size, int) or max_size <= 0:
+                raise ValueError(f"preamble max_size must be a positive int, not {max_size!r}")
+            timeout = getattr(preamble, "timeout", None)
+            if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+                raise ValueError(f"preamble timeout must be > 0 seconds or None, not {timeout!r}")
+        self._preamble = preamble
 
     @property
     def timers(self) -> Any:

@@ -107,7 +107,9 @@ class _RecordingHandler:
 class FakeConnection:
     """Just enough of a :class:`~gev_core.Connection` for a protocol's ``receive``/``unpack``.
 
-    ``written`` collects raw writes, ``closed`` tells whether ``close``/``abort`` was called.
+    ``written`` collects raw writes, ``closed`` tells whether ``close``/``abort`` was called
+    (and ``close_reason`` with which reason); ``messages_in``/``messages_out`` add up what the
+    protocol reported with ``count_messages``.
     """
 
     def __init__(self, handler: Any = None, protocol: Protocol | None = None) -> None:
@@ -117,6 +119,9 @@ class FakeConnection:
         self.context: Any = None
         self.written = bytearray()
         self.closed = False
+        self.close_reason: str | None = None
+        self.messages_in = 0
+        self.messages_out = 0
         self._kv: dict[str, Any] = {}
 
     @property
@@ -132,11 +137,19 @@ class FakeConnection:
         assert self.protocol is not None
         self.written += self.protocol.pack(self, data)  # type: ignore[arg-type]
 
-    def close(self) -> None:
-        self.closed = True
+    def close(self, *, reason: str = "local") -> None:
+        if not self.closed:
+            self.closed = True
+            self.close_reason = reason
 
     abort = close
-    shutdown_write = close
+
+    def shutdown_write(self) -> None:
+        self.close()
+
+    def count_messages(self, received: int, sent: int = 0) -> None:
+        self.messages_in += received
+        self.messages_out += sent
 
     def set(self, key: str, value: Any) -> None:
         self._kv[key] = value

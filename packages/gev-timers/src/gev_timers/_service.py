@@ -32,9 +32,9 @@ def _reaper_for(timers: LoopTimers, idle_time: float) -> Callable[[Any], None]:
         )
         # Output that has not moved for the whole idle time will not move: don't wait for it.
         if conn.write_buffer_length:
-            conn.abort()
+            conn.abort(reason="idle")
         else:
-            conn.close()
+            conn.close(reason="idle")
 
     return reap
 
