@@ -1,10 +1,8 @@
 """gev behind a real HAProxy: ``gev serve --workers 2`` with clients connecting through HAProxy.
 
-The harness (HAProxy with a generated configuration in front of a supervised gev server,
-clients bound to distinct loopback addresses) runs today: without the PROXY protocol the
-handler sees HAProxy's address. The PROXY-protocol end-to-end tests need gev-core's
-per-connection preamble stage; they are strict xfails until it lands, so they turn into
-failures the moment they pass unexpectedly.
+HAProxy with a generated configuration runs in front of a supervised gev server, and the
+clients bind distinct loopback addresses: without the PROXY protocol the handler sees HAProxy's
+address; with it (gev-core's listener preamble, installed by gev-proxy-protocol) the client's.
 """
 
 from __future__ import annotations
@@ -22,8 +20,6 @@ from pathlib import Path
 
 import pytest
 from gev_proxy_protocol.testing import HAProxy, haproxy_path
-
-PHASE_B = pytest.mark.xfail(strict=True, reason="phase B: gev-core's preamble stage")
 
 APP = """
 import os
@@ -141,7 +137,6 @@ def test_the_harness_without_the_proxy_protocol(haproxy: str, tmp_path: Path) ->
             assert seen.startswith("127.0.0.1:") and seen != client
 
 
-@PHASE_B
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_the_handler_sees_the_client_through_haproxy(
     haproxy: str, tmp_path: Path, version: str
@@ -155,7 +150,6 @@ def test_the_handler_sees_the_client_through_haproxy(
             assert seen == client
 
 
-@PHASE_B
 def test_an_untrusted_proxy_is_refused_with_a_logged_reason(haproxy: str, tmp_path: Path) -> None:
     trusted = ("--proxy-protocol", "--proxy-protocol-trusted", "10.0.0.0/8")
     with gev_workers(tmp_path, APP, "--protocol", "line", *trusted) as (port, log):
@@ -170,7 +164,6 @@ def test_an_untrusted_proxy_is_refused_with_a_logged_reason(haproxy: str, tmp_pa
             time.sleep(0.1)
 
 
-@PHASE_B
 def test_a_missing_header_is_refused(haproxy: str, tmp_path: Path) -> None:
     with gev_workers(tmp_path, APP, "--protocol", "line", "--proxy-protocol") as (port, log):
         with pytest.raises((AssertionError, OSError)):
@@ -181,7 +174,6 @@ def test_a_missing_header_is_refused(haproxy: str, tmp_path: Path) -> None:
             time.sleep(0.1)
 
 
-@PHASE_B
 def test_websocket_clients_through_haproxy(haproxy: str, tmp_path: Path) -> None:
     sync = pytest.importorskip("websockets.sync.client")
     pytest.importorskip("gev_websocket")
