@@ -616,15 +616,30 @@ class Connection(Weakrefable):
                 self._code_failed(exc, "the handler's reply")
 
     def _read_frames(self) -> None:
-        # READ_FRAMES: a protocol that takes bytes, nothing left over.
-        data = self._read_bytes()
-        if data is None:
+        # READ_FRAMES: a protocol that takes bytes, nothing left over. Every framed message
+        # (protobuf, WebSocket) comes this way: _read_bytes and _send_replies are written out.
+        try:
+            data = os.read(self._fd, READ_BUFFER_SIZE)
+        except (BlockingIOError, InterruptedError):
             return
-        out = self._loop._out
+        except OSError as exc:
+            self._io_failed(exc)
+            return
+        if not data:
+            self._on_eof()
+            return
+        loop = self._loop
+        self.last_active = loop.now
+        stats = loop.stats
+        if stats.counting:
+            stats.bytes_in += len(data)
+        out = loop._out
         try:
             consumed = self._protocol.receive(self, data, out)
             if out:
-                self._send_replies(out)
+                reply = out[0] if len(out) == 1 else b"".join(out)
+                out.clear()
+                self._send(reply)
         except Exception as exc:
             self._code_failed(exc, "protocol or handler")
             return
