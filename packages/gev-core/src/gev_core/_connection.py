@@ -12,7 +12,8 @@ by :meth:`Connection._refresh`, and stored as a small int in ``_reader``. The lo
     same steps for the events the loop hands over (readable and writable at once).
 ``READ_FRAMES``
     a protocol with ``accepts_bytes``: one read into a new ``bytes``, ``receive``, the replies
-    sent together; an unconsumed tail is kept in the input ring buffer.
+    sent together; an unconsumed tail is kept in the input ring buffer. Also written out in
+    the loop's body, like ``READ_MESSAGES``: every protobuf or WebSocket message takes it.
 ``READ_BUFFERED``
     input left over from an earlier read, a protocol that wants a ``memoryview``, or the
     default protocol while output is pending: the general path through the input ring buffer

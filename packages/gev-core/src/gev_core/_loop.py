@@ -4,11 +4,13 @@ Theory of operation. ``_run`` is the whole reactor: poll, then for each ready fd
 to its connection -- ``Connection._on_read`` for a plain READ event, which reads the way the
 connection's read strategy says (see ``_connection.py``: bytes to a protocol's ``receive``; the
 ring-buffer path; the stages before the protocol), ``Connection._on_event`` for anything else --
-or, for the loop's own fds (the listener, the waker), to ``_on_internal``. One strategy is
-written out in the loop's body instead of called: ``READ_MESSAGES``, the default protocol's one
-read, one ``on_message``, one write, which is all a plain echo does; the calls would be a
-measurable share of its cost (``bench/RESULTS.md``, "one read path"). Every read is one
-``read(2)`` of at most ``READ_BUFFER_SIZE`` bytes.
+or, for the loop's own fds (the listener, the waker), to ``_on_internal``. The two common
+strategies are written out in the loop's body instead of called: ``READ_MESSAGES``, the default
+protocol's one read, one ``on_message``, one write (all a plain echo does), and
+``READ_FRAMES``, one read handed to a framed protocol's ``receive`` (protobuf, WebSocket); the
+calls would be a measurable share of their cost (``bench/RESULTS.md``, "one read path"). They
+are the same steps as ``Connection._read_messages`` / ``_read_frames``, which serve the events
+the loop hands over. Every read is one ``read(2)`` of at most ``READ_BUFFER_SIZE`` bytes.
 
 While a batch of events is being dispatched, sends, writes and closes asked for on the loop thread
 are deferred to the end of the batch (``_deferred``); those from other threads arrive through
@@ -44,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 from typing import Protocol as _TypingProtocol
 
 from ._base import Weakrefable
-from ._connection import CLOSED, OPEN, READ_BUFFER_SIZE, READ_MESSAGES, Connection
+from ._connection import CLOSED, OPEN, READ_BUFFER_SIZE, READ_FRAMES, READ_MESSAGES, Connection
 from ._poll import READ, Waker, make_poller
 from ._stats import R_BUDGET, R_STOP, LoopStats
 
@@ -385,13 +387,15 @@ class EventLoop(Weakrefable):
         deferred = self._deferred
         tasks = self._tasks
         stats = self.stats
-        # The default protocol's read strategy (READ_MESSAGES) is written out here rather than
-        # called (Connection._read_messages is the same steps); see the module docstring.
+        # READ_MESSAGES and READ_FRAMES are written out here rather than called
+        # (Connection._read_messages / _read_frames are the same steps); see the module.
         read = os.read
         write = os.write
         on_message = self._on_message
         READ_ = READ
         MESSAGES = READ_MESSAGES
+        FRAMES = READ_FRAMES
+        out = self._out
         SIZE = READ_BUFFER_SIZE
         now = self.now
         while self._running:
@@ -413,7 +417,38 @@ class EventLoop(Weakrefable):
                 if ev != READ_:
                     conn._on_event(ev)
                     continue
-                if conn._reader != MESSAGES:
+                reader = conn._reader
+                if reader == FRAMES:
+                    # READ_FRAMES (protobuf, WebSocket): Connection._read_frames, written
+                    # out for the same reason.
+                    try:
+                        data = read(fd, SIZE)
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except OSError as exc:
+                        conn._io_failed(exc)
+                        continue
+                    if not data:
+                        conn._on_eof()
+                        continue
+                    conn.last_active = now
+                    if counting:
+                        stats.bytes_in += len(data)
+                    try:
+                        consumed = conn._protocol.receive(conn, data, out)
+                        if out:
+                            reply = out[0] if len(out) == 1 else b"".join(out)
+                            out.clear()
+                            conn._send(reply)
+                    except Exception as exc:
+                        conn._code_failed(exc, "protocol or handler")
+                        continue
+                    if consumed != len(data):
+                        conn._keep(data, consumed)
+                    elif conn._yielded:
+                        conn._yielded = False
+                    continue
+                if reader != MESSAGES:
                     conn._on_read()
                     continue
                 # READ_MESSAGES: one read, one on_message, its reply written at once (the
