@@ -439,7 +439,9 @@ class EventLoop(Weakrefable):
                         if out:
                             reply = out[0] if len(out) == 1 else b"".join(out)
                             out.clear()
-                            conn._send(reply)
+                            # No stage on this strategy (a TLS connection reads READ_STAGED):
+                            # the protocol's bytes are the wire's, so past _send's TLS step.
+                            conn._transmit(reply)
                     except Exception as exc:
                         conn._code_failed(exc, "protocol or handler")
                         continue
