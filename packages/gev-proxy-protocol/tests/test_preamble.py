@@ -7,7 +7,6 @@ import argparse
 from typing import Any
 
 import pytest
-from gev_core import GevError, Handler, Server, get_plugin_manager
 from gev_proxy_protocol import (
     HEADER_KEY,
     ProxyProtocol,
@@ -163,16 +162,3 @@ def test_the_plugin_puts_the_preamble_on_the_listener() -> None:
     untouched = _ServerWithPreambles()
     pp_plugin.gev_configure(argparse.Namespace(server=untouched, options={}))
     assert untouched.preamble is None
-
-
-def test_a_core_without_the_preamble_stage_refuses_to_start_with_a_clear_error() -> None:
-    server_class_has_it = hasattr(Server, "set_preamble")
-    if server_class_has_it:
-        pytest.skip("this gev-core has the preamble stage")
-    with pytest.raises(GevError, match="needs gev-core's per-connection preamble stage"):
-        Server(
-            Handler(),
-            address="127.0.0.1:0",
-            plugins=get_plugin_manager(),
-            options={"proxy_protocol": True},
-        )

@@ -11,7 +11,7 @@ import argparse
 import logging
 from typing import Any
 
-from gev_core import GevError, __version__, hookimpl
+from gev_core import hookimpl
 
 from ._options import preamble_from_options
 from ._parse import DEFAULT_MAX_SIZE, MAX_SIZE_LIMIT, MIN_MAX_SIZE
@@ -98,13 +98,9 @@ def gev_configure(config: Any) -> None:
     server = config.server
     if preamble is None or server is None:
         return
-    attach = getattr(server, "set_preamble", None)
-    if attach is None:
-        raise GevError(
-            f"proxy_protocol needs gev-core's per-connection preamble stage"
-            f" (Server.set_preamble), which gev-core {__version__} does not have yet"
-        )
-    attach(preamble)
+    # The listener's preamble stage: gev-core reads the header before TLS, protocol selection
+    # and on_connect, and closes the connection with the logged reason on ProxyProtocolError.
+    server.set_preamble(preamble)
     if preamble.trusted.any and preamble.policy == "required":
         logger.warning(
             "PROXY protocol headers are trusted from any peer: restrict them with"
