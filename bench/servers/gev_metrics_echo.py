@@ -53,8 +53,8 @@ def main() -> None:
     if args.metrics == "on":
         from gev_metrics import _runtime
 
-        if id(server) not in _runtime._servers:
-            sys.exit("metrics were asked for but are not set up")
+        if id(server) not in _runtime._servers or not server.count_traffic:
+            sys.exit("metrics were asked for but are not set up (or the loops do not count)")
     server.start()
 
 

@@ -59,7 +59,6 @@ def test_connection_counts_through_prometheus(scraped: tuple[Served, Prometheus]
     assert prom.value('up{job="gev"}') == 1
 
 
-@pytest.mark.xfail(strict=True, reason="phase B: gev-core's per-loop counters (loop.stats)")
 def test_bytes_and_messages_through_prometheus(scraped: tuple[Served, Prometheus]) -> None:
     _, prom = scraped
     total = CONNECTIONS * MESSAGES_EACH

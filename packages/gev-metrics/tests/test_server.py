@@ -6,9 +6,10 @@ import socket
 import threading
 
 import pytest
-from gev_core import EventLoop, Handler, Server, get_plugin_manager
+from gev_core import Handler, Server, get_plugin_manager
 from gev_core.testing import connect, recv_exactly
-from metrics_support import http_get, samples, total, wait_until
+from gev_metrics import CLOSE_REASONS, COUNTER_FIELDS
+from metrics_support import http_get, total, wait_until
 
 
 class Echo(Handler):
@@ -44,14 +45,21 @@ def _admin_url(server: Server) -> str:
 def test_connections_are_counted_and_the_probes_follow_the_server(served: Server) -> None:
     url = _admin_url(served)
     assert http_get(url + "/readyz") == (200, "ready\n")
+    assert served.count_traffic and all(loop.stats.counting for loop in served.loops)
     clients = [connect(served) for _ in range(5)]
     for c in clients:
-        c.sendall(b"ping")
-        assert recv_exactly(c, 4) == b"ping"
+        for _ in range(3):
+            c.sendall(b"ping")
+            assert recv_exactly(c, 4) == b"ping"
     text = http_get(url + "/metrics")[1]
     labels = {"protocol": "default", "worker": "0"}
     assert total(text, "gev_connections_open", **labels) == 5
     assert total(text, "gev_connections_accepted_total", **labels) == 5
+    # Exactly the traffic made: one read, one message, one reply per ping.
+    assert total(text, "gev_received_messages_total", **labels) == 15
+    assert total(text, "gev_sent_messages_total", **labels) == 15
+    assert total(text, "gev_received_bytes_total", **labels) == 60
+    assert total(text, "gev_sent_bytes_total", **labels) == 60
     for c in clients[:2]:
         c.close()
     wait_until(
@@ -59,11 +67,8 @@ def test_connections_are_counted_and_the_probes_follow_the_server(served: Server
         what="two connections closed",
     )
     text = http_get(url + "/metrics")[1]
-    closed = total(text, "gev_connections_closed_total")
-    if not hasattr(EventLoop, "stats"):
-        assert total(text, "gev_connections_closed_total", reason="unknown") == closed == 2
-        # Without the loops' counters there is nothing to say about bytes: absent, not zero.
-        assert not [key for key in samples(text) if key[0] == "gev_received_bytes_total"]
+    assert total(text, "gev_connections_closed_total", reason="eof") == 2
+    assert total(text, "gev_connections_closed_total") == 2
     # The loop lag is sampled for each loop.
     wait_until(
         lambda: total(http_get(url + "/metrics")[1], "gev_loop_lag_seconds_count", loop="1") > 0,
@@ -74,6 +79,84 @@ def test_connections_are_counted_and_the_probes_follow_the_server(served: Server
     wait_until(lambda: http_get(url + "/readyz")[0] == 503, what="/readyz false while draining")
     for c in clients[2:]:
         c.close()
+
+
+def test_every_close_reason_of_the_core_is_exported(served: Server) -> None:
+    # The reasons gev-core counts are exactly the label values gev-metrics exports.
+    core = {key.removeprefix("closed_") for key in served.loops[0].stats.as_dict()}
+    assert {r for r in core if r in CLOSE_REASONS} == set(CLOSE_REASONS)
+    assert set(COUNTER_FIELDS) <= core
+    text = http_get(_admin_url(served) + "/metrics")[1]
+    for reason in CLOSE_REASONS:
+        assert 'reason="' + reason + '"' in text
+
+
+def _closed(url: str, reason: str) -> float:
+    return total(http_get(url + "/metrics")[1], "gev_connections_closed_total", reason=reason)
+
+
+class Faulty(Handler):
+    def on_message(self, conn, ctx, data):  # type: ignore[no-untyped-def]
+        if data == b"boom":
+            raise RuntimeError("a handler bug")
+        if data == b"flood":  # the application sends more than a peer that never reads takes
+            for _ in range(128):
+                conn.send(b"x" * 65536)
+            return None
+        return data
+
+
+def test_handler_errors_backpressure_and_hard_cap_closes() -> None:
+    server = Server(
+        Faulty(),
+        address=("127.0.0.1", 0),
+        high_water=64 * 1024,
+        max_write_buffer=1024 * 1024,
+        plugins=get_plugin_manager(),
+        options={"metrics_address": "127.0.0.1:0", "metrics_interval": 0.2},
+    )
+    thread = threading.Thread(target=server.start, daemon=True)
+    thread.start()
+    try:
+        assert server.wait_started(10)
+        url = _admin_url(server)
+        with connect(server) as c:
+            c.sendall(b"boom")
+            assert c.recv(10) == b""
+        with connect(server) as c:
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            c.sendall(b"flood")  # and never read
+            wait_until(lambda: _closed(url, "hard_cap") == 1, what="a hard-cap close")
+        text = http_get(url + "/metrics")[1]
+        assert total(text, "gev_handler_errors_total") == 1
+        assert total(text, "gev_connections_closed_total", reason="handler_error") == 1
+        assert total(text, "gev_backpressure_pauses_total") >= 1
+    finally:
+        server.stop()
+        thread.join(10)
+
+
+def test_idle_reaps_are_counted() -> None:
+    pytest.importorskip("gev_timers")
+    server = Server(
+        Echo(),
+        address=("127.0.0.1", 0),
+        idle_time=0.3,
+        plugins=get_plugin_manager(),
+        options={"metrics_address": "127.0.0.1:0", "metrics_interval": 0.2},
+    )
+    thread = threading.Thread(target=server.start, daemon=True)
+    thread.start()
+    try:
+        assert server.wait_started(10)
+        url = _admin_url(server)
+        with connect(server) as c:
+            c.settimeout(30)
+            assert c.recv(10) == b""  # reaped
+        wait_until(lambda: _closed(url, "idle") == 1, what="an idle reap")
+    finally:
+        server.stop()
+        thread.join(10)
 
 
 def test_the_endpoint_goes_away_with_the_server() -> None:
@@ -106,13 +189,16 @@ def test_bad_options_are_refused() -> None:
             Server(Echo(), address=("127.0.0.1", 0), plugins=get_plugin_manager(), options=options)
 
 
-def test_no_metrics_no_hooks() -> None:
-    # Installed but not asked for: nothing of it is on the connection path.
+def test_no_metrics_no_hooks_no_counting() -> None:
+    # Installed but not asked for: nothing of it is on the connection path, and the loops do
+    # not count bytes and messages.
     pm = get_plugin_manager()
     server = Server(Echo(), address=("127.0.0.1", 0), plugins=pm)
     try:
         for hook in (pm.hook.gev_connection_made, pm.hook.gev_connection_lost):
             owners = [pm.get_name(impl.plugin) or "" for impl in hook.get_hookimpls()]
             assert not [name for name in owners if "metrics" in name], owners
+        assert not server.count_traffic
+        assert not [loop for loop in server.loops if loop.stats.counting]
     finally:
         server.stop()

@@ -3,9 +3,9 @@
 ``gev serve app:App --metrics-address 127.0.0.1:9100`` serves, on that address:
 
 * ``/metrics`` -- the ``gev_*`` families (see :class:`ServerMetrics`: connections open, accepted and
-  closed by reason; bytes and messages in and out; backpressure pauses; handler errors; event
-  loop lag and busy ratio), labelled ``protocol`` and ``worker``, plus the process's default
-  prometheus_client registry;
+  closed by reason -- idle reaps, hard-cap closes, protocol and handler errors among them; bytes
+  and messages in and out; backpressure pauses; handler errors; event loop lag), labelled
+  ``protocol`` and ``worker``, plus the process's default prometheus_client registry;
 * ``/healthz`` -- 200 while the process is alive (a liveness probe);
 * ``/readyz`` -- 200 while the server accepts connections, 503 from the moment a drain or a
   stop begins (a readiness probe, a load balancer's health check).
@@ -18,7 +18,8 @@ port per pod or host; a rolling restart runs the old and the new worker of a slo
 which per-worker ports would make collide; and the counters of a replaced worker stay in the
 totals instead of resetting.
 
-Nothing of it runs per message: the loops count (``loop.stats``, :class:`LoopStats`) and a
+Nothing of it runs per message but the loops' own increments (``loop.stats``,
+:class:`LoopStats`; the plugin turns ``Server.count_traffic`` on for bytes and messages), and a
 sampler thread reads the counts every ``--metrics-interval`` seconds.
 """
 

@@ -1,11 +1,14 @@
 """The metric families of a gev server, and the sampler that feeds them from its loops.
 
-Families (labels ``protocol`` and ``worker`` on all; ``reason`` and ``loop`` where said):
+Families (labels ``protocol`` and ``worker`` on all; ``reason`` and ``loop`` where said), each
+counter read from the field of gev-core's ``loop.stats`` named in :data:`COUNTER_FIELDS`:
 
 =====================================  =========  ==========================================
 ``gev_connections_open``               gauge      connections open now
 ``gev_connections_accepted_total``     counter    connections accepted
-``gev_connections_closed_total``       counter    connections closed, by ``reason``
+``gev_connections_closed_total``       counter    connections closed, by ``reason`` (idle
+                                                  reaps: ``idle``; output over the hard cap:
+                                                  ``hard_cap``; ...)
 ``gev_received_bytes_total``           counter    bytes read from connections
 ``gev_sent_bytes_total``               counter    bytes written to them
 ``gev_received_messages_total``        counter    messages handed to the handler
@@ -13,12 +16,12 @@ Families (labels ``protocol`` and ``worker`` on all; ``reason`` and ``loop`` whe
 ``gev_backpressure_pauses_total``      counter    reads paused by unsent output
 ``gev_handler_errors_total``           counter    handler or protocol code that raised
 ``gev_loop_lag_seconds``               histogram  how late a task queued to a loop ran (``loop``)
-``gev_loop_busy_ratio``                gauge      share of time a loop worked (``loop``)
 =====================================  =========  ==========================================
 
-Nothing here runs per message: a sampler thread reads the loops' counters every ``interval``
-seconds (and, in a single process, right before each scrape) and adds the differences to the
-Prometheus counters.
+Nothing here runs per message: the loops increment plain integers (bytes and messages only
+while ``Server.count_traffic`` is on, which this package turns on), and a sampler thread reads
+them every ``interval`` seconds (and, in a single process, right before each scrape) and adds the
+differences to the Prometheus counters.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from gev_core import hookimpl
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ._stats import CLOSE_REASONS, COUNTER_FIELDS
@@ -90,36 +92,6 @@ class _Families:
             registry=registry,
             buckets=LAG_BUCKETS,
         )
-        self.busy = Gauge(
-            "gev_loop_busy_ratio",
-            "Share of the last sampling interval the event loop spent working",
-            (*_LABELS, "loop"),
-            registry=registry,
-            multiprocess_mode="liveall",
-        )
-
-
-class _ConnectionCounts:
-    """Accepted and closed connections per loop from the lifecycle hooks (for a gev-core
-    without ``loop.stats``). Registered as a plugin of the server's manager; each loop index is
-    written by that loop's thread only."""
-
-    def __init__(self, server: Any) -> None:
-        self.server = server
-        self.accepted = [0] * server.num_loops
-        self.closed = [0] * server.num_loops
-
-    @hookimpl
-    def gev_connection_made(self, connection: Any) -> None:
-        loop = connection.loop
-        if loop.server is self.server:
-            self.accepted[loop.index] += 1
-
-    @hookimpl
-    def gev_connection_lost(self, connection: Any) -> None:
-        loop = connection.loop
-        if loop.server is self.server:
-            self.closed[loop.index] += 1
 
 
 class ServerMetrics:
@@ -132,9 +104,6 @@ class ServerMetrics:
     :param worker: the ``worker`` label.
     :param interval: seconds between samples of the loops (counters, loop lag); ``0``: no
         sampling thread, only :meth:`sync` calls.
-    :param hook_counts: count accepted and closed connections with the lifecycle hooks (a
-        gev-core without ``loop.stats``): call :meth:`register_hooks` before the server
-        resolves its hooks (in ``gev_configure``).
 
     Built while the server is being configured; the protocol label is read at the first
     sample, once the server knows its protocol.
@@ -147,16 +116,13 @@ class ServerMetrics:
         registry: CollectorRegistry | None,
         worker: str = "0",
         interval: float = 1.0,
-        hook_counts: bool = False,
     ) -> None:
         self.server = server
         self.interval = interval
         self.worker = worker
         self._labels: dict[str, str] | None = None
         self._families = _Families(registry)
-        self._counts = _ConnectionCounts(server) if hook_counts else None
         self._last: dict[tuple[int, str], int] = {}
-        self._busy_last: dict[int, tuple[int, int]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -168,11 +134,6 @@ class ServerMetrics:
         if self._labels is None:
             self._labels = {"protocol": protocol_label(self.server), "worker": self.worker}
         return self._labels
-
-    def register_hooks(self, pluginmanager: Any) -> None:
-        """Count connections through the lifecycle hooks of ``pluginmanager`` (see above)."""
-        if self._counts is not None:
-            pluginmanager.register(self._counts, name=f"gev-metrics-counts-{id(self)}")
 
     # ------------------------------------------------------------------ sampling
 
@@ -203,39 +164,21 @@ class ServerMetrics:
             for loop in loops:
                 index = loop.index
                 open_now += loop.connection_count
-                stats = getattr(loop, "stats", None)
-                if stats is not None:
-                    for field, family in COUNTER_FIELDS.items():
-                        value = getattr(stats, field, None)
-                        if isinstance(value, int):
-                            self._add(index, field, value, self._counter(family))
-                    for reason in CLOSE_REASONS:
-                        value = getattr(stats, "closed_" + reason, None)
-                        if isinstance(value, int):
-                            self._add(
-                                index,
-                                "closed_" + reason,
-                                value,
-                                self._counter("gev_connections_closed_total", reason),
-                            )
-                    self._sample_busy(loop, stats)
-                elif self._counts is not None:
-                    accepted = self._counter("gev_connections_accepted_total")
-                    self._add(index, "accepted", self._counts.accepted[index], accepted)
-                    closed = self._counter("gev_connections_closed_total", "unknown")
-                    self._add(index, "closed", self._counts.closed[index], closed)
+                stats = loop.stats
+                for field, family in COUNTER_FIELDS.items():
+                    value = getattr(stats, field, None)
+                    if isinstance(value, int):
+                        self._add(index, field, value, self._counter(family))
+                for reason in CLOSE_REASONS:
+                    value = getattr(stats, "closed_" + reason, None)
+                    if isinstance(value, int):
+                        self._add(
+                            index,
+                            "closed_" + reason,
+                            value,
+                            self._counter("gev_connections_closed_total", reason),
+                        )
             self._families.open.labels(**self.labels).set(open_now)
-
-    def _sample_busy(self, loop: Any, stats: Any) -> None:
-        busy = getattr(stats, "busy_ns", None)
-        if not isinstance(busy, int):
-            return
-        now = time.monotonic_ns()
-        last = self._busy_last.get(loop.index)
-        self._busy_last[loop.index] = (now, busy)
-        if last is not None and now > last[0]:
-            ratio = min(1.0, max(0.0, (busy - last[1]) / (now - last[0])))
-            self._families.busy.labels(**self.labels, loop=str(loop.index)).set(ratio)
 
     def probe_lag(self) -> None:
         """Queue a task to each loop that records how late it ran (``gev_loop_lag_seconds``)."""

@@ -21,7 +21,6 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from gev_core import EventLoop
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
@@ -92,8 +91,6 @@ def configure_server(config: Any) -> None:
     if address is None or server is None:
         return
     worker_index = config.options.get("worker_index")
-    # A gev-core without per-loop counters: count connections with the lifecycle hooks.
-    hook_counts = not hasattr(EventLoop, "stats")
     if worker_index is not None:
         if not os.environ.get(MULTIPROC_ENV):
             logger.warning(
@@ -103,22 +100,18 @@ def configure_server(config: Any) -> None:
                 MULTIPROC_ENV,
             )
             return
-        metrics = ServerMetrics(
-            server, registry=None, worker=str(worker_index), interval=interval,
-            hook_counts=hook_counts,
-        )  # fmt: skip
+        metrics = ServerMetrics(server, registry=None, worker=str(worker_index), interval=interval)
         admin = None
     else:
         registry = CollectorRegistry()
         registry.register(_DefaultRegistry())
-        metrics = ServerMetrics(
-            server, registry=registry, worker="0", interval=interval, hook_counts=hook_counts
-        )
+        metrics = ServerMetrics(server, registry=registry, worker="0", interval=interval)
         admin = _bind_admin(
             address, registry, ready=lambda: bool(server.ready), before_scrape=metrics.sync
         )
-    if config.pluginmanager is not None:
-        metrics.register_hooks(config.pluginmanager)
+    # The loops count bytes and messages only when asked: what it costs per message is paid
+    # by servers that export metrics, never by the others.
+    server.count_traffic = True
     with _lock:
         _servers[id(server)] = _ServerState(metrics, admin)
 

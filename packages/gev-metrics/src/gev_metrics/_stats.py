@@ -2,10 +2,9 @@
 
 gev-core counts on the paths that already exist -- plain integer attributes of one small object
 per loop, ``loop.stats`` -- and nothing else happens per message. :class:`LoopStats` is what
-this package reads from it. A gev-core without ``loop.stats`` still gives the connections: the
-open ones from ``loop.connection_count``, accepted and closed ones from the
-``gev_connection_made`` / ``gev_connection_lost`` hooks (closed with the reason ``unknown``);
-the byte, message, backpressure and error families then stay absent rather than read zero.
+this package reads from it. Bytes and messages are counted only while the server's
+``count_traffic`` is on: gev-metrics turns it on for the servers whose metrics it exports, so
+a server without metrics pays nothing for them.
 """
 
 from __future__ import annotations
@@ -17,10 +16,12 @@ __all__ = ["CLOSE_REASONS", "COUNTER_FIELDS", "LoopStats"]
 #: Why connections close: the ``reason`` label of ``gev_connections_closed_total``, each read
 #: from the ``closed_<reason>`` field of :class:`LoopStats`. ``eof``: the peer closed; ``reset``:
 #: the peer reset it; ``error``: another socket error; ``local``: the application closed it;
-#: ``idle``: reaped for inactivity; ``hard_cap``: unsent output passed ``max_write_buffer``;
-#: ``budget``: unparsed input passed ``max_read_buffer`` (or the loop's memory budget);
-#: ``protocol_error``: the peer broke the protocol; ``handler_error``: the handler (or protocol
-#: code) raised; ``stop``: the server stopped or a drain timed out.
+#: ``idle``: silent for too long (idle reaping, or a preamble -- a PROXY protocol header -- or
+#: a protocol choice that did not arrive in time); ``hard_cap``: unsent output passed
+#: ``max_write_buffer``; ``budget``: unparsed input passed ``max_read_buffer`` (or the loop's
+#: memory budget); ``protocol_error``: the peer broke the protocol (a malformed, missing or
+#: untrusted PROXY header among others); ``handler_error``: the handler (or protocol code)
+#: raised; ``stop``: the server stopped or a drain timed out.
 CLOSE_REASONS = (
     "eof",
     "reset",
@@ -51,8 +52,7 @@ class LoopStats(Protocol):
 
     Every field is an ``int`` that only grows, written by the loop's own thread with a plain
     ``+=`` where the event happens anyway, and read here from another thread (a torn read is
-    impossible for an ``int`` attribute, and a sample one increment late is fine). A field a
-    gev-core does not have is skipped.
+    impossible for an ``int`` attribute, and a sample one increment late is fine).
     """
 
     #: Connections accepted by the server and handed to this loop.
@@ -61,9 +61,10 @@ class LoopStats(Protocol):
     bytes_in: int
     #: Bytes written to them.
     bytes_out: int
-    #: Messages handed to the handler (``on_message`` calls).
+    #: Messages handed to the handler: the default protocol's ``on_message`` calls, and what
+    #: other protocols report with ``conn.count_messages``.
     messages_in: int
-    #: Replies and sends framed for writing.
+    #: Replies and sends framed for writing, counted the same way.
     messages_out: int
     #: Times a connection stopped reading because its unsent output passed ``high_water``.
     backpressure_pauses: int
@@ -80,6 +81,3 @@ class LoopStats(Protocol):
     closed_protocol_error: int
     closed_handler_error: int
     closed_stop: int
-    #: Optional: nanoseconds the loop spent outside ``poll()`` (working); with it,
-    #: ``gev_loop_busy_ratio`` is exported.
-    busy_ns: int
