@@ -4,9 +4,7 @@ with it.
 gev-core runs a listener's *preamble* before anything else of a connection (before TLS, before
 protocol selection, before ``on_connect``): it hands the connection's first bytes to the
 preamble object until that says how many of them it consumed. :class:`ProxyProtocol` is such an
-object. The two ``typing.Protocol`` classes below are the whole contract between it and the
-core: :class:`Preamble` is what the core calls, :class:`PreambleConnection` is what the
-preamble needs of a connection.
+object: a :class:`gev_core.Preamble`, installed with :meth:`gev_core.Server.set_preamble`.
 """
 
 from __future__ import annotations
@@ -14,7 +12,9 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any
+
+from gev_core import PreambleConnection
 
 from ._errors import ProxyProtocolError
 from ._header import V1_MAX_LENGTH, Address, ProxyHeader
@@ -24,8 +24,6 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "HEADER_KEY",
     "POLICIES",
-    "Preamble",
-    "PreambleConnection",
     "ProxyProtocol",
     "TrustedNetworks",
     "proxy_header",
@@ -44,56 +42,6 @@ POLICIES = ("required", "optional")
 HEADER_KEY = "gev_proxy_protocol.header"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class PreambleConnection(Protocol):
-    """What a preamble needs of a connection (gev-core's :class:`~gev_core.Connection`)."""
-
-    @property
-    def remote_address(self) -> Any:
-        """The peer of the socket, as ``accept()`` gave it (the proxy, for a proxied one)."""
-
-    def set(self, key: str, value: Any) -> None:
-        """Keep ``value`` with the connection (its key-value store)."""
-
-    def set_peer_address(self, address: Any) -> None:
-        """Make ``address`` the connection's peer (``peer_addr``, ``remote_address``); the
-        socket's own peer stays available to the application as the proxy's address."""
-
-
-class Preamble(Protocol):
-    """What gev-core's preamble stage drives, once per accepted connection of a listener.
-
-    1. ``start(conn)`` right after ``accept()``, before any hook or handler runs. It may raise
-       :class:`~gev_core.ProtocolError` (the connection is closed with the message logged),
-       or return False: this connection has no preamble, go on with the next stage.
-    2. Otherwise ``feed(conn, data)`` with *all* the bytes received so far each time more
-       arrive: it returns ``None`` ("need more"), or how many bytes of ``data`` the preamble
-       took (the rest goes to the next stage: TLS, protocol selection, the protocol), or raises
-       ``ProtocolError``. It never answers ``None`` for ``max_size`` bytes or more.
-    3. No ``feed`` verdict within ``timeout`` seconds of the accept: the core closes the
-       connection and logs why. ``None``: no limit.
-
-    Only once ``feed`` has returned a count do ``gev_connection_made``, the protocol's
-    ``connection_made`` and the handler's ``on_connect`` run, so all of them see the address
-    the preamble set. Everything runs on the connection's loop thread; one preamble object
-    serves every connection of its listener, so it keeps no per-connection state of its own.
-    """
-
-    #: A short name for log lines (``"proxy-protocol"``).
-    name: str
-    #: The most bytes the core buffers for the preamble.
-    max_size: int
-    #: Seconds from the accept until ``feed`` must have decided; ``None`` for no limit.
-    timeout: float | None
-
-    def start(self, conn: PreambleConnection) -> bool:
-        """Whether this connection has a preamble to read (may raise ``ProtocolError``)."""
-        ...
-
-    def feed(self, conn: PreambleConnection, data: bytes | memoryview) -> int | None:
-        """Consume the preamble from the first bytes: ``None`` for "need more", else a count."""
-        ...
 
 
 def proxy_header(conn: Any) -> ProxyHeader | None:
@@ -161,7 +109,7 @@ class TrustedNetworks:
 
 
 class ProxyProtocol:
-    """The PROXY protocol (v1 and v2) as a listener's preamble (see :class:`Preamble`).
+    """The PROXY protocol (v1 and v2) as a listener's preamble (a :class:`gev_core.Preamble`).
 
     :param trusted: networks allowed to send a header (see :class:`TrustedNetworks`); ``None``
         trusts every peer, as HAProxy's ``accept-proxy`` and nginx's ``proxy_protocol`` do --

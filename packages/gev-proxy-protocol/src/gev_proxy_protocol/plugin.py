@@ -11,7 +11,7 @@ import argparse
 import logging
 from typing import Any
 
-from gev_core import hookimpl
+from gev_core import Preamble, hookimpl
 
 from ._options import preamble_from_options
 from ._parse import DEFAULT_MAX_SIZE, MAX_SIZE_LIMIT, MIN_MAX_SIZE
@@ -100,7 +100,9 @@ def gev_configure(config: Any) -> None:
         return
     # The listener's preamble stage: gev-core reads the header before TLS, protocol selection
     # and on_connect, and closes the connection with the logged reason on ProxyProtocolError.
-    server.set_preamble(preamble)
+    # (Annotated as gev-core's Preamble protocol: mypy checks that ProxyProtocol is one.)
+    stage: Preamble = preamble
+    server.set_preamble(stage)
     if preamble.trusted.any and preamble.policy == "required":
         logger.warning(
             "PROXY protocol headers are trusted from any peer: restrict them with"
