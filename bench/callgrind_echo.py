@@ -39,7 +39,8 @@ SERVERS = {
     "picows": ["{python}", str(BENCH / "servers" / "picows_echo.py"), "--port", "{port}"],
     "websockets": ["{python}", str(BENCH / "servers" / "websockets_echo.py"), "--port", "{port}"],
     # gev-metrics enabled, loaded but off, absent (bench/servers/gev_metrics_echo.py); and
-    # enabled with a sampler that never runs within the window: its per-message cost alone.
+    # enabled with a sampler that never runs within the window: its per-message cost alone;
+    # and absent with gev-core's traffic counters on (count): what the counting costs.
     **{
         f"gev-metrics-{state}": [
             "{python}",
@@ -50,7 +51,7 @@ SERVERS = {
             state.removesuffix("-1h"),
             *(["--interval", "3600"] if "1h" in state else []),
         ]
-        for state in ("on", "on-1h", "off", "none")
+        for state in ("on", "on-1h", "off", "none", "count")
     },
 }
 

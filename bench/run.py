@@ -101,10 +101,11 @@ SERVERS: dict[str, dict] = {
     },
 }
 
-# The cost of gev-metrics: the same echo with the plugin enabled, loaded but off, and absent
-# (bench/servers/gev_metrics_echo.py). Opt-in: they run only when named in --servers.
+# The cost of gev-metrics: the same echo with the plugin enabled, loaded but off, and absent,
+# and absent with gev-core's traffic counters on (count; bench/servers/gev_metrics_echo.py).
+# Opt-in: they run only when named in --servers.
 _METRICS_ECHO = ["{python}", "{bench}/servers/gev_metrics_echo.py", "--port", "{port}"]
-for _state in ("on", "off", "none"):
+for _state in ("on", "off", "none", "count"):
     SERVERS[f"gev-metrics-{_state}"] = {
         "cmd": [*_METRICS_ECHO, "--metrics", _state],
         "tags": {"tcp"},

@@ -3,12 +3,15 @@
     python bench/servers/gev_metrics_echo.py --port P --metrics on    # --metrics-address set
     python bench/servers/gev_metrics_echo.py --port P --metrics off   # plugin loaded, not enabled
     python bench/servers/gev_metrics_echo.py --port P --metrics none  # no plugin at all
+    python bench/servers/gev_metrics_echo.py --port P --metrics count # no plugin, the loops count
 
 The plugin is registered by hand (entry-point autoload off), so the comparison holds whether or
 not the packages are installed (run.py puts packages/*/src on PYTHONPATH). With ``on`` the
 admin endpoint listens on an ephemeral port and the sampler runs every second, as in
 production (``--interval`` changes that: a long one leaves only the per-message costs for
-callgrind to count); the script refuses to serve if the endpoint did not come up.
+callgrind to count); the script refuses to serve if the endpoint did not come up. ``count``
+is ``none`` with ``Server(count_traffic=True)``: what gev-core's byte and message counters
+cost alone, apart from the plugin's threads.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--metrics", choices=("on", "off", "none"), default="on")
+    ap.add_argument("--metrics", choices=("on", "off", "none", "count"), default="on")
     ap.add_argument(
         "--interval", type=float, default=1.0, help="sampling interval with --metrics on"
     )
@@ -41,14 +44,19 @@ def main() -> None:
     raise_nofile()
     pm = get_plugin_manager(autoload=False)
     options = {}
-    if args.metrics != "none":
+    if args.metrics in ("on", "off"):
         import gev_metrics.plugin
 
         pm.register(gev_metrics.plugin, name="metrics")
     if args.metrics == "on":
         options = {"metrics_address": "127.0.0.1:0", "metrics_interval": args.interval}
     server = Server(
-        Echo(), address=(args.host, args.port), backlog=4096, plugins=pm, options=options
+        Echo(),
+        address=(args.host, args.port),
+        backlog=4096,
+        plugins=pm,
+        options=options,
+        count_traffic=args.metrics == "count",
     )
     if args.metrics == "on":
         from gev_metrics import _runtime
