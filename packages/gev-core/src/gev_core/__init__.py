@@ -6,7 +6,7 @@ from __future__ import annotations
 from . import _compiled
 from .__about__ import __version__
 from ._connection import Connection, Preamble, PreambleConnection
-from ._errors import ConnectionClosed, GevError, ProtocolError
+from ._errors import ConnectionClosed, GevError, ProtocolError, TLSError
 from ._fanout import write_shared
 from ._handler import Handler
 from ._loop import EventLoop, TimerHandle
@@ -22,6 +22,7 @@ from ._plugins import (
 )
 from ._protocol import DefaultProtocol, LengthFieldProtocol, LineProtocol, Protocol
 from ._server import Server, least_connections, round_robin
+from ._sslcontext import client_context, server_context
 from ._stats import CLOSE_REASONS, LoopStats
 from ._workers import Supervisor, serve_workers
 
@@ -54,12 +55,15 @@ __all__ = [
     "ProtocolRegistry",
     "Server",
     "Supervisor",
+    "TLSError",
     "TimerHandle",
     "__version__",
+    "client_context",
     "get_plugin_manager",
     "hookimpl",
     "least_connections",
     "round_robin",
     "serve_workers",
+    "server_context",
     "write_shared",
 ]

@@ -16,3 +16,17 @@ class ProtocolError(GevError, ValueError):
     reason
     and closes that one connection. No traceback is logged: the peer is at fault, not the code.
     """
+
+
+class TLSError(ProtocolError):
+    """A TLS connection failed: the peer sent something wrong, or the handshake did not succeed.
+
+    The message is the reason in words (``"plaintext HTTP sent to a TLS port"``, ``"the peer
+    does not trust our certificate (unknown CA)"``...), logged when the connection is closed.
+    ``ssl_reason`` is OpenSSL's reason code when there is one (``"HTTP_REQUEST"``), for programs
+    that tell failures apart.
+    """
+
+    def __init__(self, message: str, *, ssl_reason: str | None = None) -> None:
+        super().__init__(message)
+        self.ssl_reason = ssl_reason

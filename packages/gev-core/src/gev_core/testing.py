@@ -7,26 +7,39 @@ not auto-loaded (no ``pytest11`` entry point), so it never touches unrelated tes
   background thread, for tests that talk to it over real sockets.
 * :class:`FakeConnection` and :func:`feed` drive a :class:`~gev_core.Protocol` without sockets:
   bytes in, messages and reply bytes out.
+* :func:`tls_certificates` makes a throwaway CA and certificates (with ``trustme``, a test
+  dependency: ``pip install trustme``) and the matching server and client ``ssl.SSLContext``;
+  :func:`tls_connect` is a blocking TLS client. Fixture: ``gev_tls``.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import os
 import socket
+import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ._bind import parse_address
 from ._protocol import Protocol
 from ._server import Server
+from ._sslcontext import client_context, server_context
 
 __all__ = [
     "FakeConnection",
+    "TLSCertificates",
+    "TLSFiles",
     "connect",
     "feed",
     "recv_exactly",
     "serve",
+    "tls_certificates",
+    "tls_connect",
 ]
 
 
@@ -92,6 +105,174 @@ def recv_exactly(sock: socket.socket, n: int) -> bytes:
             raise EOFError(f"peer closed after {len(buf)} of {n} bytes")
         buf += chunk
     return bytes(buf)
+
+
+# ---------------------------------------------------------------------------------- TLS
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """PEM files written by :meth:`TLSCertificates.write` (paths as strings)."""
+
+    #: The CA certificate: what clients trust (``openssl s_client -CAfile``, ``cafile=``).
+    ca: str
+    #: The server's certificate chain (leaf first).
+    cert: str
+    #: The server's private key.
+    key: str
+    #: A client certificate chain signed by the same CA (for ``--verify-client``).
+    client_cert: str
+    #: Its private key.
+    client_key: str
+
+
+class TLSCertificates:
+    """A throwaway CA with a server and a client certificate, for tests (made by ``trustme``).
+
+    Build it with :func:`tls_certificates`. Keys are ECDSA P-256 and live in memory until
+    :meth:`write` puts them into files (for ``openssl``, a browser, ``gev serve --certfile``).
+
+    :param hostnames: names and IP addresses the server certificate is valid for.
+    """
+
+    def __init__(self, hostnames: Sequence[str] = ("localhost", "127.0.0.1", "::1")) -> None:
+        try:
+            import trustme
+        except ImportError:  # pragma: no cover - trustme is a test dependency
+            raise RuntimeError(
+                "gev_core.testing's TLS helpers need trustme: pip install trustme"
+            ) from None
+        if not hostnames:
+            raise ValueError("the server certificate needs at least one hostname")
+        self.hostnames = tuple(hostnames)
+        #: The ``trustme.CA`` (``issue_cert`` makes more certificates, e.g. for SNI tests).
+        self.ca = trustme.CA()
+        self._server = self.ca.issue_cert(*self.hostnames)
+        self._client = self.ca.issue_cert("client@gev.test", common_name="gev test client")
+        self._files: TLSFiles | None = None
+
+    @property
+    def ca_pem(self) -> bytes:
+        """The CA certificate, PEM."""
+        return self.ca.cert_pem.bytes()
+
+    def write(self, directory: str | os.PathLike[str]) -> TLSFiles:
+        """Write the PEM files into ``directory`` (created if missing); returns their paths."""
+        os.makedirs(directory, exist_ok=True)
+        path = os.fspath(directory)
+        files = TLSFiles(
+            ca=os.path.join(path, "ca.pem"),
+            cert=os.path.join(path, "server.pem"),
+            key=os.path.join(path, "server.key"),
+            client_cert=os.path.join(path, "client.pem"),
+            client_key=os.path.join(path, "client.key"),
+        )
+        self.ca.cert_pem.write_to_path(files.ca)
+        _write_chain(self._server.cert_chain_pems, files.cert)
+        self._server.private_key_pem.write_to_path(files.key)
+        _write_chain(self._client.cert_chain_pems, files.client_cert)
+        self._client.private_key_pem.write_to_path(files.client_key)
+        self._files = files
+        return files
+
+    def server_context(
+        self,
+        *,
+        alpn: Sequence[str] | None = None,
+        verify_client: str = "none",
+        minimum_version: str = "TLSv1.2",
+    ) -> ssl.SSLContext:
+        """A server context for this certificate, built by :func:`~gev_core.server_context`
+        (``verify_client`` checks client certificates against this CA)."""
+        files = self._files_or_temp()
+        return server_context(
+            files.cert,
+            files.key,
+            ca_certs=files.ca if verify_client != "none" else None,
+            verify_client=verify_client,
+            alpn=alpn,
+            minimum_version=minimum_version,
+        )
+
+    def client_context(
+        self,
+        *,
+        alpn: Sequence[str] | None = None,
+        client_cert: bool = False,
+        minimum_version: str = "TLSv1.2",
+    ) -> ssl.SSLContext:
+        """A client context that trusts this CA only (and presents the client certificate when
+        ``client_cert``), built by :func:`~gev_core.client_context`."""
+        files = self._files_or_temp()
+        return client_context(
+            files.ca,
+            certfile=files.client_cert if client_cert else None,
+            keyfile=files.client_key if client_cert else None,
+            alpn=alpn,
+            minimum_version=minimum_version,
+        )
+
+    @property
+    def spki_sha256(self) -> str:
+        """Base64 of the SHA-256 of the server certificate's public key (SubjectPublicKeyInfo):
+        what Chromium's ``--ignore-certificate-errors-spki-list`` takes to trust exactly this
+        key, and HPKP-style pins are made of."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        cert = x509.load_pem_x509_certificate(self._server.cert_chain_pems[0].bytes())
+        spki = cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return base64.b64encode(hashlib.sha256(spki).digest()).decode("ascii")
+
+    def _files_or_temp(self) -> TLSFiles:
+        if self._files is None:
+            import tempfile
+
+            # The ssl module loads certificates from files only; they stay for the process.
+            self.write(tempfile.mkdtemp(prefix="gev-tls-"))
+        assert self._files is not None
+        return self._files
+
+
+def _write_chain(pems: Sequence[Any], path: str) -> None:
+    with open(path, "wb") as f:
+        for pem in pems:
+            f.write(pem.bytes())
+
+
+def tls_certificates(*hostnames: str) -> TLSCertificates:
+    """A fresh CA and certificates for ``hostnames`` (default ``localhost``, ``127.0.0.1``,
+    ``::1``): see :class:`TLSCertificates`. Needs ``trustme``.
+
+    ``certs.server_context()`` and ``certs.client_context()`` are then a matching pair.
+    """
+    return TLSCertificates(hostnames or ("localhost", "127.0.0.1", "::1"))
+
+
+def tls_connect(
+    server: Server | tuple[str, int] | str,
+    context: ssl.SSLContext | TLSCertificates,
+    *,
+    server_hostname: str | None = "localhost",
+    timeout: float = 10.0,
+) -> ssl.SSLSocket:
+    """A blocking TLS client socket connected to ``server``, handshake done.
+
+    :param server: as for :func:`connect`.
+    :param context: a client ``ssl.SSLContext``, or :class:`TLSCertificates` (its
+        :meth:`~TLSCertificates.client_context`).
+    :param server_hostname: the name to verify the certificate against, sent as SNI.
+    :raises ssl.SSLError: the handshake failed (e.g. ``ssl.SSLCertVerificationError``).
+    """
+    ctx = context.client_context() if isinstance(context, TLSCertificates) else context
+    sock = connect(server, timeout)
+    try:
+        return ctx.wrap_socket(sock, server_hostname=server_hostname)
+    except BaseException:
+        sock.close()
+        raise
 
 
 class _RecordingHandler:
@@ -203,6 +384,13 @@ if pytest is not None:
     def gev_serve() -> Any:
         """``with gev_serve(handler, **server_kwargs) as server:`` -- see :func:`serve`."""
         return serve
+
+    @pytest.fixture(scope="session")
+    def gev_tls() -> TLSCertificates:
+        """A :class:`TLSCertificates` for ``localhost``/``127.0.0.1``/``::1``, shared by the
+        session (skips the test when ``trustme`` is missing)."""
+        pytest.importorskip("trustme")
+        return tls_certificates()
 
     @pytest.fixture
     def gev_connect() -> Iterator[Any]:
