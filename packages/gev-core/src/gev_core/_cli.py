@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 from .__about__ import __version__
 from ._config import (
     DEFAULT_ADDRESS,
+    DEFAULT_TLS_HANDSHAKE_TIMEOUT,
     LOG_LEVELS,
     PORT_SHARING_MODES,
     ServeConfig,
@@ -64,6 +65,13 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"invalid number of seconds: {text!r}") from None
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be > 0")
     return value
 
 
@@ -245,6 +253,56 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--log-level", choices=LOG_LEVELS, default="info", help="level of the gev logger"
     )
+    tls = serve.add_argument_group(
+        "TLS", "Serve TLS (and wss:// for WebSocket) on the address: give --certfile."
+    )
+    tls.add_argument(
+        "--certfile",
+        default=None,
+        metavar="PEM",
+        help="the server's certificate, then its intermediate CA certificates (PEM); the"
+        " private key too unless --keyfile is given",
+    )
+    tls.add_argument("--keyfile", default=None, metavar="PEM", help="the private key (PEM)")
+    tls.add_argument(
+        "--ca-certs",
+        default=None,
+        metavar="PEM|DIR",
+        help="CA certificates that client certificates must chain to (a PEM file or an OpenSSL"
+        " hashed directory)",
+    )
+    verify = tls.add_mutually_exclusive_group()
+    verify.add_argument(
+        "--verify-client",
+        dest="verify_client",
+        action="store_const",
+        const="required",
+        default="none",
+        help="require a client certificate signed by --ca-certs (mutual TLS)",
+    )
+    verify.add_argument(
+        "--verify-client-optional",
+        dest="verify_client",
+        action="store_const",
+        const="optional",
+        help="ask for a client certificate and verify it against --ca-certs when one is sent",
+    )
+    tls.add_argument(
+        "--alpn",
+        action="append",
+        default=None,
+        metavar="NAMES",
+        help="ALPN protocols to accept, in order of preference: a comma list or repeated"
+        " (e.g. http/1.1)",
+    )
+    tls.add_argument(
+        "--tls-handshake-timeout",
+        type=_positive_seconds,
+        default=DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+        metavar="SECONDS",
+        help="disconnect clients that have not completed the TLS handshake after this long"
+        f" (default {DEFAULT_TLS_HANDSHAKE_TIMEOUT:g})",
+    )
     # Internal: how the supervisor tells a process that it is worker N and what to serve on.
     for flag in ("--worker-of", "--worker-index", "--worker-control-fd", "--worker-fd"):
         serve.add_argument(
@@ -268,6 +326,12 @@ _CORE_OPTIONS = frozenset(
         "unix_mode",
         "app_dir",
         "log_level",
+        "certfile",
+        "keyfile",
+        "ca_certs",
+        "verify_client",
+        "alpn",
+        "tls_handshake_timeout",
     }
 )
 
@@ -296,6 +360,12 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> ServeConfig:
             drain_timeout=args.drain_timeout,
             app_dir=args.app_dir,
             log_level=args.log_level,
+            certfile=args.certfile,
+            keyfile=args.keyfile,
+            ca_certs=args.ca_certs,
+            verify_client=args.verify_client,
+            alpn=_protocol_names(args.alpn),
+            tls_handshake_timeout=args.tls_handshake_timeout,
             options={
                 k: v
                 for k, v in vars(args).items()

@@ -13,12 +13,14 @@ from __future__ import annotations
 import importlib
 import os
 import socket
+import ssl
 import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._bind import bind_socket, format_address, is_unix_address, parse_address
 from ._errors import GevError
+from ._sslcontext import VERIFY_CLIENT_MODES, server_context
 
 __all__ = [
     "DEFAULT_ADDRESS",
@@ -30,6 +32,8 @@ __all__ = [
 ]
 
 DEFAULT_ADDRESS = "127.0.0.1:1833"
+#: Seconds a client gets to complete the TLS handshake before it is disconnected.
+DEFAULT_TLS_HANDSHAKE_TIMEOUT = 10.0
 PORT_SHARING_MODES = ("auto", "reuse-port", "inherit")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -81,6 +85,13 @@ class ServeConfig:
         connections before it closes them.
     :param app_dir: directory searched first for the application's module.
     :param log_level: level of the ``gev`` logger.
+    :param certfile: serve TLS with this certificate chain (PEM); see
+        :func:`~gev_core.server_context` for this and the next four.
+    :param keyfile: the certificate's private key (PEM), if not in ``certfile``.
+    :param ca_certs: CA certificates (PEM file or hashed directory) for client certificates.
+    :param verify_client: ``"none"``, ``"optional"`` or ``"required"`` (needs ``ca_certs``).
+    :param alpn: ALPN protocol names to accept, in order of preference.
+    :param tls_handshake_timeout: seconds a client gets to complete the TLS handshake.
     :param options: further options for plugins, as ``config.options`` shows them (the values
         ``gev serve`` parsed for plugin options).
     :param extra_args: further ``gev serve`` arguments for worker processes (plugin options).
@@ -103,6 +114,12 @@ class ServeConfig:
     drain_timeout: float = 30.0
     app_dir: str | None = None
     log_level: str = "info"
+    certfile: str | None = None
+    keyfile: str | None = None
+    ca_certs: str | None = None
+    verify_client: str = "none"
+    alpn: list[str] = field(default_factory=list)
+    tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT
     options: dict[str, Any] = field(default_factory=dict)
     extra_args: list[str] = field(default_factory=list)
     argv: list[str] | None = None
@@ -127,12 +144,53 @@ class ServeConfig:
             )
         if self.port_sharing == "reuse-port" and not hasattr(socket, "SO_REUSEPORT"):
             raise ValueError("SO_REUSEPORT is not supported on this platform; use 'inherit'")
+        if self.certfile is None:
+            given = [
+                name
+                for name, value in (
+                    ("keyfile", self.keyfile),
+                    ("ca_certs", self.ca_certs),
+                    ("alpn", self.alpn),
+                )
+                if value
+            ]
+            if self.verify_client != "none":
+                given.append("verify_client")
+            if given:
+                raise ValueError(f"{', '.join(given)} without certfile: TLS needs a certificate")
+        if self.verify_client not in VERIFY_CLIENT_MODES:
+            raise ValueError(f"verify_client must be one of {VERIFY_CLIENT_MODES}")
+        if self.verify_client != "none" and self.ca_certs is None:
+            raise ValueError("verify_client needs ca_certs (the CAs client certificates chain to)")
+        if not self.tls_handshake_timeout > 0:
+            raise ValueError("tls_handshake_timeout must be > 0 seconds")
 
     # ------------------------------------------------------------------ derived
 
     @property
     def is_unix(self) -> bool:
         return is_unix_address(self.address) or self.network == "unix"
+
+    @property
+    def tls(self) -> bool:
+        """True when serving TLS (a certificate is configured)."""
+        return self.certfile is not None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The server's ``ssl.SSLContext`` (``None`` for plaintext), built by
+        :func:`~gev_core.server_context`.
+
+        :raises ValueError: a file is missing or unreadable, or the key does not match.
+        """
+        if self.certfile is None:
+            return None
+        return server_context(
+            self.certfile,
+            self.keyfile,
+            ca_certs=self.ca_certs,
+            verify_client=self.verify_client,
+            alpn=self.alpn or None,
+        )
 
     @property
     def sharing(self) -> str:
@@ -191,6 +249,12 @@ class ServeConfig:
             "drain_timeout": self.drain_timeout,
             "app_dir": self.app_dir,
             "log_level": self.log_level,
+            "certfile": self.certfile,
+            "keyfile": self.keyfile,
+            "ca_certs": self.ca_certs,
+            "verify_client": self.verify_client,
+            "alpn": list(self.alpn) or None,
+            "tls_handshake_timeout": self.tls_handshake_timeout,
             **self.options,
             "address": self.display_address,
             "reuse_port": self.reuse_port,
@@ -213,6 +277,19 @@ class ServeConfig:
             args += ["--app-dir", self.app_dir]
         if self.unix_mode is not None:
             args += ["--unix-mode", f"{self.unix_mode:o}"]
+        if self.certfile is not None:
+            args += ["--certfile", self.certfile]
+            args += ["--tls-handshake-timeout", repr(self.tls_handshake_timeout)]
+        if self.keyfile is not None:
+            args += ["--keyfile", self.keyfile]
+        if self.ca_certs is not None:
+            args += ["--ca-certs", self.ca_certs]
+        if self.verify_client == "required":
+            args += ["--verify-client"]
+        elif self.verify_client == "optional":
+            args += ["--verify-client-optional"]
+        if self.alpn:
+            args += ["--alpn", ",".join(self.alpn)]
         return args + list(self.extra_args)
 
 
