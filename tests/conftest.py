@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Shared helpers of the tests here are imported by name (tls_peers).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def free_port() -> int:

@@ -16,7 +16,8 @@ PACKAGES=(
   redis-server  # gev-pubsub's Redis bridge tests (started by the tests on an ephemeral port)
   haproxy   # docs/how-to/tls.md, gev-proxy-protocol's tests, tests/test_behind_haproxy.py
   prometheus  # gev-metrics' tests and docs/deploying.md: a real Prometheus scraping gev
-  openssl   # docs/how-to/tls.md: a self-signed certificate for it
+  openssl   # docs/how-to/tls.md (a self-signed certificate); tests/test_tls_peers.py (s_client)
+  libssl-dev  # bench: loadgen --tls and the bare C OpenSSL echo (bench/servers/c_tls_echo.c)
 )
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }

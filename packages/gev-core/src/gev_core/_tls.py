@@ -276,6 +276,12 @@ class TLSEngine:
             self.peer_closed = True
         except ssl.SSLError as exc:
             self.closed = True
+            if exc.reason == "SSLV3_ALERT_HANDSHAKE_FAILURE":
+                # After the handshake: the peer tried to renegotiate, we refused, it gave up.
+                raise TLSError(
+                    "the peer aborted after its renegotiation was refused (handshake_failure)",
+                    ssl_reason=exc.reason,
+                ) from None
             raise _tls_error(exc) from None
         if not chunks:
             return b""

@@ -1,0 +1,455 @@
+"""Real TLS peers for the tests: ``openssl s_client``, Python's ``ssl``, the ``websockets``
+client over ``wss://`` and headless Chromium -- plus reference servers to prove them against.
+
+The peers are the harness of gev's TLS tests: each takes an address (and the CA to trust), so a
+test points it at whatever serves TLS. :class:`EngineEchoServer` is the first such server: a
+thread that drives gev's sans-IO :class:`~gev_core._tls.TLSEngine` over blocking sockets exactly
+as the reactor is to drive it (feed, send what it wants to send, encrypt, close_notify, log the
+reason of a failure), so the engine meets real clients before the reactor has a TLS stage.
+
+Chromium trusts the test's certificate through ``--ignore-certificate-errors-spki-list`` with the
+base64 SHA-256 of exactly that certificate's public key (and a ``--user-data-dir``, without which
+Chromium ignores the flag); certificate verification stays on for everything else, which
+``tests/test_tls_peers.py`` proves with a certificate of another key.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from gev_core import TLSError
+from gev_core._tls import TLSEngine
+
+DEADLINE = 30.0
+
+
+def require(program: str, *names: str) -> str:
+    """The path of ``program`` (or of the first of ``names`` found); skips the test without it,
+    fails it under ``CI=true`` (``tools/install-system-deps.sh`` installs it there)."""
+    for name in (program, *names):
+        path = shutil.which(name)
+        if path:
+            return path
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{program} must be installed in CI (tools/install-system-deps.sh)")
+    pytest.skip(f"no {program} on PATH; run: bash tools/install-system-deps.sh")
+
+
+# ------------------------------------------------------------------ reference server: the engine
+
+
+@dataclass
+class ConnectionRecord:
+    """What :class:`EngineEchoServer` saw of one connection."""
+
+    version: str | None = None
+    alpn: str | None = None
+    server_name: str | None = None
+    peer_certificate: dict[str, Any] | None = None
+    received: bytearray = field(default_factory=bytearray)
+    failure: str | None = None  # the TLSError's reason, as the reactor will log it
+    peer_closed: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class EngineEchoServer:
+    """A TLS echo server on 127.0.0.1: one thread per connection driving a ``TLSEngine``.
+
+    ``records`` lists one :class:`ConnectionRecord` per accepted connection.
+    """
+
+    def __init__(self, context: Any, *, read_size: int = 65536) -> None:
+        self.context = context
+        self.read_size = read_size
+        self.records: list[ConnectionRecord] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._threads: list[threading.Thread] = []
+        self._closing = False
+        self._accepter = threading.Thread(target=self._accept, daemon=True)
+        self._accepter.start()
+
+    def _accept(self) -> None:
+        while not self._closing:
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return
+            record = ConnectionRecord()
+            self.records.append(record)
+            thread = threading.Thread(target=self._serve, args=(sock, record), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, sock: socket.socket, record: ConnectionRecord) -> None:
+        engine = TLSEngine(self.context, server_side=True)
+        sock.settimeout(DEADLINE)
+        try:
+            while True:
+                data = sock.recv(self.read_size)
+                if not data:
+                    engine.feed_eof()
+                    break
+                plain = engine.feed(data)
+                if engine.want_write:
+                    sock.sendall(engine.take_output())
+                if engine.handshake_done and record.version is None:
+                    record.version = engine.version
+                    record.alpn = engine.alpn_protocol
+                    record.server_name = engine.server_name
+                    record.peer_certificate = engine.peer_certificate
+                if plain:
+                    record.received += plain
+                    sock.sendall(engine.encrypt(plain))
+                if engine.peer_closed:
+                    record.peer_closed = True
+                    sock.sendall(engine.close())
+                    break
+        except TLSError as exc:
+            record.failure = str(exc)
+            try:
+                sock.sendall(engine.take_output())  # the alert OpenSSL queued, if any
+            except OSError:
+                pass
+        except OSError as exc:
+            record.failure = f"socket: {exc}"
+        finally:
+            sock.close()
+            record.done.set()
+
+    def wait(self, count: int = 1) -> list[ConnectionRecord]:
+        """The first ``count`` connections, once each has ended."""
+        deadline = time.monotonic() + DEADLINE
+        while len(self.records) < count:
+            assert time.monotonic() < deadline, f"only {len(self.records)} connection(s) came"
+            time.sleep(0.01)
+        for record in self.records[:count]:
+            assert record.done.wait(max(0.0, deadline - time.monotonic())), "still open"
+        return self.records[:count]
+
+    def close(self) -> None:
+        self._closing = True
+        self._listener.close()
+        for thread in self._threads:
+            thread.join(DEADLINE)
+
+    def __enter__(self) -> EngineEchoServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ------------------------------------------------------------------------- openssl s_client
+
+
+@dataclass
+class SClient:
+    """A finished ``openssl s_client`` run: its exit status, data (stdout) and report (stderr)."""
+
+    returncode: int
+    stdout: bytes
+    stderr: str
+
+    def field(self, name: str) -> str | None:
+        """A ``-brief`` summary line's value (``"Protocol version"``, ``"Verification"``...)."""
+        for line in self.stderr.splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip() == name:
+                return value.strip()
+        return None
+
+
+def s_client(
+    port: int,
+    cafile: str,
+    *,
+    send: bytes = b"",
+    expect: bytes = b"",
+    then: tuple[tuple[bytes, bytes], ...] = (),
+    servername: str = "localhost",
+    alpn: str | None = None,
+    tls12: bool = False,
+    cert: str | None = None,
+    key: str | None = None,
+    extra: tuple[str, ...] = (),
+    timeout: float = DEADLINE,
+) -> SClient:
+    """Run ``openssl s_client -brief`` against 127.0.0.1:``port``, verifying the server against
+    ``cafile`` and ``servername`` (failing the handshake otherwise).
+
+    Writes ``send`` and reads its output until ``expect`` has arrived; then the same for each
+    ``(send, expect)`` of ``then`` (s_client takes a line starting with ``R`` written on its
+    own as "renegotiate", ``K`` as "key update"); then closes its input: s_client sends
+    close_notify and exits. Stops early when the server closes.
+    """
+    openssl = require("openssl")
+    cmd = [
+        openssl,
+        "s_client",
+        "-connect",
+        f"127.0.0.1:{port}",
+        "-servername",
+        servername,
+        "-verify_hostname",
+        servername,
+        "-CAfile",
+        cafile,
+        "-verify_return_error",
+        "-brief",
+    ]
+    if alpn:
+        cmd += ["-alpn", alpn]
+    if tls12:
+        cmd += ["-tls1_2"]
+    if cert:
+        cmd += ["-cert", cert, "-key", key or cert]
+    cmd += list(extra)
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    stdin, stdout, stderr = proc.stdin, proc.stdout, proc.stderr
+    assert stdin is not None and stdout is not None and stderr is not None
+    errors: list[bytes] = []
+    drain = threading.Thread(target=lambda: errors.append(stderr.read()), daemon=True)
+    drain.start()
+    out = bytearray()
+    deadline = time.monotonic() + timeout
+    os.set_blocking(stdout.fileno(), False)
+    try:
+        for data, wanted in ((send, expect), *then):
+            if data:
+                try:
+                    stdin.write(data)
+                    stdin.flush()
+                except BrokenPipeError:
+                    break
+            mark = len(out)
+            while wanted and wanted not in out[mark:] and proc.poll() is None:
+                assert time.monotonic() < deadline, f"s_client got {bytes(out)!r}, not {wanted!r}"
+                try:
+                    chunk = os.read(stdout.fileno(), 65536)
+                except BlockingIOError:
+                    time.sleep(0.01)
+                    continue
+                if not chunk:
+                    break
+                out += chunk
+        try:
+            stdin.close()
+        except BrokenPipeError:
+            pass
+        proc.wait(max(1.0, deadline - time.monotonic()))
+        os.set_blocking(stdout.fileno(), True)
+        out += stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        drain.join(timeout)
+        stdout.close()
+        stderr.close()
+    return SClient(proc.returncode, bytes(out), b"".join(errors).decode(errors="replace"))
+
+
+# ------------------------------------------------------------------------- websockets (wss)
+
+
+def websockets_roundtrip(url: str, context: Any, messages: list[str | bytes]) -> list[Any]:
+    """Connect the ``websockets`` (sync) client to ``url`` (``wss://``) with the client
+    ``ssl`` context, send each message and collect the replies, then close with 1000."""
+    from websockets.sync.client import connect
+
+    replies = []
+    with connect(url, ssl=context, open_timeout=DEADLINE, close_timeout=10) as ws:
+        for message in messages:
+            ws.send(message)
+            replies.append(ws.recv(timeout=DEADLINE))
+    return replies
+
+
+# ---------------------------------------------------------------------- headless Chromium
+
+
+WSS_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>gev wss</title></head><body>
+<div id="result">pending</div>
+<script>
+const log = [];
+function finish(text) {
+  document.getElementById("result").textContent = text;
+  fetch("/report?result=" + encodeURIComponent(text)).catch(() => {});
+}
+try {
+  const ws = new WebSocket("WSS_URL");
+  ws.binaryType = "arraybuffer";
+  ws.onopen = () => ws.send("héllo over tls");
+  ws.onmessage = (ev) => {
+    if (typeof ev.data === "string") {
+      log.push("text=" + ev.data);
+      ws.send(new Uint8Array([1, 2, 3, 250]));
+    } else {
+      log.push("binary=" + Array.from(new Uint8Array(ev.data)).join(","));
+      ws.close(1000, "done");
+    }
+  };
+  ws.onerror = () => log.push("error");
+  ws.onclose = (ev) => finish(log.join(" ") + " close=" + ev.code + " clean=" + ev.wasClean);
+} catch (e) {
+  finish("exception " + e);
+}
+</script>
+<iframe src="/wait" style="display:none"></iframe>
+</body></html>
+"""
+
+#: What :data:`WSS_PAGE` reports against a WebSocket echo server.
+WSS_EXPECTED = "text=héllo over tls binary=1,2,3,250 close=1000 clean=true"
+
+
+class PageServer:
+    """An HTTPS server for one page; the page reports its outcome to ``/report``.
+
+    ``/wait`` answers once a report has arrived, holding the page's load event (an iframe
+    loads it), so that ``chromium --dump-dom`` prints the finished page.
+    """
+
+    def __init__(self, page: str, context: Any) -> None:
+        self.reports: list[str] = []
+        self.reported = threading.Event()
+        body = page.encode()
+        outer = self
+
+        class Pages(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                url = urlparse(self.path)
+                if url.path == "/report":
+                    outer.reports.extend(parse_qs(url.query).get("result", []))
+                    outer.reported.set()
+                    data = b"ok"
+                elif url.path == "/wait":
+                    outer.reported.wait(DEADLINE)
+                    data = b"<!doctype html>done"
+                elif url.path == "/":
+                    data = body
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Pages)
+        self._http.daemon_threads = True
+        self._http.socket = context.wrap_socket(self._http.socket, server_side=True)
+        self.port: int = self._http.server_port
+        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+        self._thread.join(DEADLINE)
+
+
+@dataclass
+class BrowserRun:
+    reports: list[str]
+    dom: str
+    log: str
+
+
+def chromium_open(url: str, profile: Path, *, trust_spki: str | None) -> tuple[str, str]:
+    """Open ``url`` in headless Chromium; returns (DOM once loaded, Chromium's log).
+
+    ``trust_spki``: base64 SHA-256 of the one public key to trust although no CA it knows
+    signed it (:attr:`gev_core.testing.TLSCertificates.spki_sha256`); ``None`` trusts nothing
+    extra.
+    """
+    browser = require("chromium", "chromium-browser", "google-chrome", "headless_shell")
+    flags = [f"--ignore-certificate-errors-spki-list={trust_spki}"] if trust_spki else []
+    proc = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            # Required: Chromium honours the SPKI list only with a profile directory of its own.
+            f"--user-data-dir={profile}",
+            *flags,
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    return proc.stdout, proc.stderr
+
+
+def chromium_wss(
+    wss_url: str,
+    page_context: Any,
+    profile: Path,
+    *,
+    trust_spki: str | None,
+    host: str = "localhost",
+) -> BrowserRun:
+    """Serve :data:`WSS_PAGE` over HTTPS (``page_context``) and open it in headless Chromium;
+    the page opens ``wss_url``, exchanges a text and a binary message and closes."""
+    pages = PageServer(WSS_PAGE.replace("WSS_URL", wss_url), page_context)
+    try:
+        dom, log = chromium_open(f"https://{host}:{pages.port}/", profile, trust_spki=trust_spki)
+    finally:
+        pages.close()
+    return BrowserRun(pages.reports, dom, log)
+
+
+# ---------------------------------------------------------------- reference wss server
+
+
+@contextmanager
+def websockets_echo_server(context: Any) -> Iterator[int]:
+    """A ``websockets`` (sync API) echo server over TLS on 127.0.0.1; yields its port. The
+    reference that gev-websocket with ``ssl=`` replaces."""
+    from websockets.sync.server import serve
+
+    def echo(ws: Any) -> None:
+        for message in ws:
+            ws.send(message)
+
+    server = serve(echo, "127.0.0.1", 0, ssl=context)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.socket.getsockname()[1]
+    finally:
+        server.shutdown()
+        thread.join(DEADLINE)
+
+
+Check = Callable[[], bool]
