@@ -4,6 +4,7 @@
     python bench/callgrind_echo.py --mode pbframe --servers gev-pb,uvloop
     python bench/callgrind_echo.py --mode ws --servers gev-ws,picows --size 4096
     python bench/callgrind_echo.py --python ENV/bin/python --no-src-path   # installed wheels
+    python bench/callgrind_echo.py --tls --servers asyncio,uvloop          # TLS 1.3 echo
 
 Wall-clock numbers on a shared 2-core machine swing by +-30 %; instruction counts do not. Each
 server runs under ``valgrind --tool=callgrind`` twice, driven by bench's native loadgen for a
@@ -25,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from run import CERTFILE, KEYFILE, build
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -62,19 +65,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def build_loadgen() -> Path:
-    out = BENCH / ".build" / "loadgen"
-    out.parent.mkdir(exist_ok=True)
-    if not out.exists() or out.stat().st_mtime < (BENCH / "loadgen.c").stat().st_mtime:
-        subprocess.run(["gcc", "-O2", "-o", str(out), str(BENCH / "loadgen.c")], check=True)
-    return out
+def build_loadgen(tls: bool = False) -> Path:
+    # run.py's build: the same flags (OpenSSL when available), so the two never rebuild each
+    # other's binary back and forth; with tls, the certificate too.
+    build(os.environ.get("CC", "gcc"), tls=tls)
+    return BENCH / ".build" / "loadgen"
 
 
 def one_run(
-    name: str, python: str, seconds: float, conns: int, size: int, mode: str, src_path: bool
+    name: str,
+    python: str,
+    seconds: float,
+    conns: int,
+    size: int,
+    mode: str,
+    src_path: bool,
+    tls: bool = False,
 ) -> tuple[int, int]:
     port = free_port()
     cmd = [a.format(python=python, port=port) for a in SERVERS[name]]
+    tls_args = ["--tls", "--tls-ca", str(CERTFILE)] if tls else []
+    if tls:  # every server of the table takes these (gev's echo example once it serves TLS)
+        cmd += ["--certfile", str(CERTFILE), "--keyfile", str(KEYFILE)]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "cg.out"
         env = dict(os.environ)
@@ -102,7 +114,8 @@ def one_run(
                     time.sleep(0.2)
             lg = subprocess.run(
                 [
-                    str(build_loadgen()),
+                    str(build_loadgen(tls)),
+                    *tls_args,
                     "--port",
                     str(port),
                     "--conns",
@@ -153,14 +166,16 @@ def main() -> None:
         help="run the gev code installed in --python's environment (e.g. built wheels), "
         "not this tree's packages/*/src",
     )
+    ap.add_argument("--tls", action="store_true", help="TLS 1.3 echo (servers get --certfile)")
     ap.add_argument("--short", type=float, default=2.0)
     ap.add_argument("--long", type=float, default=6.0)
     args = ap.parse_args()
     rows = []
     for name in args.servers.split(","):
         src = not args.no_src_path
-        ir1, m1 = one_run(name, args.python, args.short, args.conns, args.size, args.mode, src)
-        ir2, m2 = one_run(name, args.python, args.long, args.conns, args.size, args.mode, src)
+        common = (args.conns, args.size, args.mode, src, args.tls)
+        ir1, m1 = one_run(name, args.python, args.short, *common)
+        ir2, m2 = one_run(name, args.python, args.long, *common)
         per = (ir2 - ir1) / max(1, m2 - m1)
         rows.append((name, per, m1, m2))
         print(f"{name:12s} {per:10.0f} instructions/msg  ({m1} and {m2} messages)", flush=True)

@@ -27,7 +27,13 @@
  *            "held N" on stdout means the server really serves all N.
  *            --hold-proto raw|ws|pbframe picks the protocol for that.
  *
+ * TLS (--tls): every mode above over TLS, with OpenSSL (libssl-dev): a
+ * non-blocking handshake after connect (TLS 1.3 unless --tls-version 1.2),
+ * the server verified against --tls-ca when given, then the same messages
+ * through SSL_write/SSL_read, verified the same way.
+ *
  * Build: gcc -O2 -Wall -Wextra -o loadgen loadgen.c
+ *        gcc -O2 -Wall -Wextra -DWITH_TLS -o loadgen loadgen.c -lssl -lcrypto
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -51,6 +57,10 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef WITH_TLS
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#endif
 
 /* ------------------------------------------------------------------ */
 /* options                                                             */
@@ -70,6 +80,10 @@ static int opt_proto = MODE_RAW;       /* protocol actually spoken */
 static int opt_json = 0;
 static int opt_markers = 0;
 static double opt_connect_timeout = 30.0;
+static int opt_tls = 0;
+static const char *opt_tls_ca = NULL;          /* verify the server against this PEM */
+static const char *opt_tls_servername = "localhost";
+static int opt_tls_version = 13;
 static int opt_connect_batch = 256;
 static uint64_t opt_seed = 0x5eed1234abcdULL;
 
@@ -339,6 +353,7 @@ enum {
     ST_READY,       /* connected (and upgraded); traffic not started */
     ST_RUNNING,     /* messages flowing */
     ST_IDLE,        /* hold mode: done, idle */
+    ST_TLS,         /* TLS handshake in progress */
 };
 
 typedef struct {
@@ -368,6 +383,7 @@ typedef struct {
     /* ws handshake */
     char ws_accept[29];
     char *hs_buf;
+    void *ssl;              /* SSL * with --tls */
     size_t hs_len;
 } conn_t;
 
@@ -424,13 +440,47 @@ static void out_reserve(conn_t *c, size_t extra)
     c->out_cap = cap;
 }
 
+#ifdef WITH_TLS
+static SSL_CTX *tls_ctx;
+
+static const char *tls_errors(void)
+{
+    static char msg[256];
+    unsigned long e = ERR_get_error();
+    if (!e) return "no OpenSSL error queued";
+    ERR_error_string_n(e, msg, sizeof msg);
+    ERR_clear_error();
+    return msg;
+}
+#endif
+
+/* send(), or SSL_write() with --tls: > 0 bytes taken, -1 with errno EAGAIN
+ * when it must wait (for readability too, which is always watched). */
+static ssize_t io_send(conn_t *c, uint32_t ci, const uint8_t *p, size_t n)
+{
+#ifdef WITH_TLS
+    if (c->ssl) {
+        int r = SSL_write((SSL *)c->ssl, p, (int)(n > (1u << 30) ? (1u << 30) : n));
+        if (r > 0) return r;
+        int e = SSL_get_error((SSL *)c->ssl, r);
+        if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+            errno = EAGAIN;
+            return -1;
+        }
+        fail("conn %u: SSL_write: error %d: %s", ci, e, tls_errors());
+    }
+#else
+    (void)ci;
+#endif
+    return send(c->fd, p, n, MSG_NOSIGNAL);
+}
+
 /* Writes as much pending output as the socket takes; registers EPOLLOUT
  * interest while something is left. */
 static void flush_out(conn_t *c, uint32_t ci)
 {
     while (c->out_head < c->out_len) {
-        ssize_t n = send(c->fd, c->out + c->out_head, c->out_len - c->out_head,
-                         MSG_NOSIGNAL);
+        ssize_t n = io_send(c, ci, c->out + c->out_head, c->out_len - c->out_head);
         if (n > 0) {
             c->out_head += (size_t)n;
             continue;
@@ -661,6 +711,12 @@ static int retryable(int e)
 
 static void schedule_retry(conn_t *c, uint32_t ci, int err, double now)
 {
+#ifdef WITH_TLS
+    if (c->ssl) {
+        SSL_free((SSL *)c->ssl);
+        c->ssl = NULL;
+    }
+#endif
     if (c->fd >= 0) {
         close(c->fd);
         c->fd = -1;
@@ -735,15 +791,61 @@ static void send_ws_upgrade(conn_t *c, uint32_t ci)
     flush_out(c, ci);
 }
 
+/* Connected (and, with --tls, the handshake done): upgrade or start. */
+static void conn_established(conn_t *c, uint32_t ci)
+{
+    if (opt_proto == MODE_WS)
+        send_ws_upgrade(c, ci);
+    else
+        conn_ready(c, ci);
+}
+
+#ifdef WITH_TLS
+static void tls_step(conn_t *c, uint32_t ci)
+{
+    int r = SSL_do_handshake((SSL *)c->ssl);
+    if (r == 1) {
+        if (c->want_out) ep_set(c, ci, 0);
+        conn_established(c, ci);
+        return;
+    }
+    int e = SSL_get_error((SSL *)c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ) {
+        if (c->want_out) ep_set(c, ci, 0);
+    } else if (e == SSL_ERROR_WANT_WRITE) {
+        if (!c->want_out) ep_set(c, ci, 1);
+    } else {
+        fail("conn %u: TLS handshake failed: error %d: %s", ci, e, tls_errors());
+    }
+}
+
+static void tls_start(conn_t *c, uint32_t ci)
+{
+    SSL *ssl = SSL_new(tls_ctx);
+    if (!ssl || !SSL_set_fd(ssl, c->fd))
+        fail("conn %u: SSL_new: %s", ci, tls_errors());
+    SSL_set_connect_state(ssl);
+    SSL_set_tlsext_host_name(ssl, opt_tls_servername);
+    if (opt_tls_ca && !SSL_set1_host(ssl, opt_tls_servername))
+        fail("SSL_set1_host: %s", tls_errors());
+    c->ssl = ssl;
+    c->state = ST_TLS;
+    tls_step(c, ci);
+}
+#endif
+
 static void on_connected(conn_t *c, uint32_t ci)
 {
     n_connecting--;
     c->want_out = 1; /* registered with EPOLLOUT only; ep_set fixes it */
     ep_set(c, ci, 0);
-    if (opt_proto == MODE_WS)
-        send_ws_upgrade(c, ci);
-    else
-        conn_ready(c, ci);
+#ifdef WITH_TLS
+    if (opt_tls) {
+        tls_start(c, ci);
+        return;
+    }
+#endif
+    conn_established(c, ci);
 }
 
 /* Handles bytes of the HTTP upgrade response; leftover bytes after the
@@ -827,6 +929,21 @@ static void conn_ready(conn_t *c, uint32_t ci)
 
 static uint8_t rbuf[1 << 16];
 
+/* Bytes from the server (plaintext, after TLS). */
+static void rx_data(conn_t *c, uint32_t ci, const uint8_t *d, size_t n)
+{
+    if (c->state == ST_HANDSHAKE)
+        rx_handshake(c, ci, d, n);
+    else if (c->state == ST_RUNNING || c->state == ST_IDLE || c->state == ST_READY) {
+        if (c->state != ST_RUNNING && opt_proto != MODE_WS)
+            fail("conn %u: %zu unexpected bytes from server while idle", ci, n);
+        if (opt_proto == MODE_WS)
+            rx_ws(c, ci, d, n);
+        else
+            rx_stream(c, ci, d, n);
+    }
+}
+
 static void on_event(uint32_t ci, uint32_t events, double now)
 {
     conn_t *c = &conns[ci];
@@ -847,6 +964,30 @@ static void on_event(uint32_t ci, uint32_t events, double now)
         }
         fail("conn %u: connect: %s", ci, strerror(err));
     }
+#ifdef WITH_TLS
+    if (c->state == ST_TLS) {
+        tls_step(c, ci);
+        return;
+    }
+    if (c->ssl && (events & (EPOLLIN | EPOLLERR | EPOLLHUP))) {
+        /* Drain OpenSSL completely: a record it has buffered raises no epoll event. */
+        for (;;) {
+            int n = SSL_read((SSL *)c->ssl, rbuf, (int)sizeof rbuf);
+            if (n > 0) {
+                rx_data(c, ci, rbuf, (size_t)n);
+                continue;
+            }
+            int e = SSL_get_error((SSL *)c->ssl, n);
+            if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) break;
+            if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0))
+                fail("conn %u: connection closed by server (state %d, %llu "
+                     "messages done, %llu in flight)", ci, c->state,
+                     (unsigned long long)c->rx_seq,
+                     (unsigned long long)(c->tx_seq - c->rx_seq));
+            fail("conn %u: SSL_read: error %d: %s", ci, e, tls_errors());
+        }
+    } else
+#endif
     if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
         ssize_t n;
         do {
@@ -861,18 +1002,7 @@ static void on_event(uint32_t ci, uint32_t events, double now)
             if (errno != EAGAIN && errno != EWOULDBLOCK)
                 fail("conn %u: recv: %s", ci, strerror(errno));
         } else {
-            if (c->state == ST_HANDSHAKE)
-                rx_handshake(c, ci, rbuf, (size_t)n);
-            else if (c->state == ST_RUNNING || c->state == ST_IDLE ||
-                     c->state == ST_READY) {
-                if (c->state != ST_RUNNING && opt_proto != MODE_WS)
-                    fail("conn %u: %zd unexpected bytes from server while idle",
-                         ci, n);
-                if (opt_proto == MODE_WS)
-                    rx_ws(c, ci, rbuf, (size_t)n);
-                else
-                    rx_stream(c, ci, rbuf, (size_t)n);
-            }
+            rx_data(c, ci, rbuf, (size_t)n);
         }
     }
     if (c->fd >= 0 && (c->out_len > c->out_head || c->want_out))
@@ -939,6 +1069,10 @@ static void usage(FILE *f)
         "  --connect-timeout S  give up connecting after S seconds (30)\n"
         "  --connect-batch N    max concurrent connects in flight (256)\n"
         "  --seed N             content seed\n"
+        "  --tls                speak TLS (OpenSSL; build with -DWITH_TLS)\n"
+        "  --tls-ca PEM         verify the server's certificate against PEM\n"
+        "  --tls-servername N   SNI and verified name (localhost)\n"
+        "  --tls-version V      1.3 (default) or 1.2\n"
         "  --markers            print 'window-start'/'window-end' lines\n"
         "  --json               print one JSON object with the results\n"
         "  --selftest           check SHA-1/base64/accept and exit\n");
@@ -982,6 +1116,10 @@ int main(int argc, char **argv)
         {"connect-timeout", required_argument, 0, 'T'},
         {"connect-batch", required_argument, 0, 'B'},
         {"seed", required_argument, 0, 'S'},
+        {"tls", no_argument, 0, 't'},
+        {"tls-ca", required_argument, 0, 'C'},
+        {"tls-servername", required_argument, 0, 'N'},
+        {"tls-version", required_argument, 0, 'V'},
         {"markers", no_argument, 0, 'M'},
         {"json", no_argument, 0, 'j'},
         {"selftest", no_argument, 0, 'X'},
@@ -1011,6 +1149,17 @@ int main(int argc, char **argv)
         case 'T': opt_connect_timeout = parse_num("connect-timeout", optarg, 0.1, 1e6); break;
         case 'B': opt_connect_batch = (int)parse_num("connect-batch", optarg, 1, 1000000); break;
         case 'S': opt_seed = (uint64_t)parse_num("seed", optarg, 0, 1e18); break;
+        case 't': opt_tls = 1; break;
+        case 'C': opt_tls_ca = optarg; break;
+        case 'N': opt_tls_servername = optarg; break;
+        case 'V':
+            if (!strcmp(optarg, "1.3")) opt_tls_version = 13;
+            else if (!strcmp(optarg, "1.2")) opt_tls_version = 12;
+            else {
+                fprintf(stderr, "loadgen: --tls-version must be 1.2 or 1.3\n");
+                return 1;
+            }
+            break;
         case 'M': opt_markers = 1; break;
         case 'j': opt_json = 1; break;
         case 'X': return selftest();
@@ -1053,6 +1202,28 @@ int main(int argc, char **argv)
         srv_addr_len = sizeof *in;
     }
 
+    if (opt_tls) {
+#ifdef WITH_TLS
+        tls_ctx = SSL_CTX_new(TLS_client_method());
+        if (!tls_ctx) fail("SSL_CTX_new: %s", tls_errors());
+        int v = opt_tls_version == 12 ? TLS1_2_VERSION : TLS1_3_VERSION;
+        SSL_CTX_set_min_proto_version(tls_ctx, v);
+        SSL_CTX_set_max_proto_version(tls_ctx, v);
+        /* The output buffer may move (realloc) between a short SSL_write and its retry. */
+        SSL_CTX_set_mode(tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        if (opt_tls_ca) {
+            if (SSL_CTX_load_verify_locations(tls_ctx, opt_tls_ca, NULL) != 1)
+                fail("--tls-ca %s: %s", opt_tls_ca, tls_errors());
+            SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_PEER, NULL);
+        } else {
+            SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_NONE, NULL);
+        }
+#else
+        fprintf(stderr, "loadgen: built without TLS (compile with -DWITH_TLS -lssl -lcrypto)\n");
+        return 1;
+#endif
+    }
     signal(SIGPIPE, SIG_IGN);
     raise_nofile((rlim_t)opt_conns + 64);
     rng_state ^= mix64((uint64_t)getpid() ^ (uint64_t)(now_s() * 1e9));

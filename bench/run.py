@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Benchmark driver: echo servers side by side under the native load generator.
 
-Compiles bench/loadgen.c and bench/servers/c_echo.c into bench/.build/, then
-for every round, scenario and server (servers interleaved round-robin):
+Compiles bench/loadgen.c and the C servers into bench/.build/ (with OpenSSL from
+libssl-dev when it is there: loadgen --tls and the C TLS echo), makes a certificate
+for the TLS scenarios, then for every round, scenario and server (servers
+interleaved round-robin):
 
   * starts the server pinned to one CPU (default CPU 0) in its own process
     group, waits until its port accepts connections,
@@ -46,10 +48,14 @@ BUILD = BENCH / ".build"
 # registry
 
 # Command templates.  Placeholders: {python} (--python), {port}, {root} (the
-# repository), {bench} (bench/), {build} (bench/.build).  Servers run with the
-# repository root as working directory.  Tags say which scenarios apply:
+# repository), {bench} (bench/), {build} (bench/.build), {certfile} and
+# {keyfile} (the TLS scenarios' certificate and key), {upstream} (the port of
+# the proxy scenarios' upstream echo).  Servers run with the repository root
+# as working directory.  Tags say which scenarios apply:
 #   tcp: raw byte echo   pb: echoes gev-protobuf frames   ws: WebSocket echo
 #   unix: raw byte echo on a Unix socket, with "unix_cmd" ({unix}: its path)
+#   tls: byte echo over TLS, with "tls_cmd" (or a "cmd" that is TLS itself)
+#   proxy: a TCP proxy to 127.0.0.1:{upstream}, where the driver runs c_echo
 # A raw byte echo also echoes pb frames unchanged, so the reference TCP
 # servers are tagged pb as a no-parsing ceiling for the framing scenarios.
 SERVERS: dict[str, dict] = {
@@ -71,12 +77,51 @@ SERVERS: dict[str, dict] = {
     "uvloop": {
         "cmd": ["{python}", "{bench}/servers/uvloop_echo.py", "--port", "{port}"],
         "unix_cmd": ["{python}", "{bench}/servers/uvloop_echo.py", "--unix", "{unix}"],
-        "tags": {"tcp", "pb", "unix"},
+        "tls_cmd": [
+            *("{python}", "{bench}/servers/uvloop_echo.py", "--port", "{port}"),
+            *("--certfile", "{certfile}", "--keyfile", "{keyfile}"),
+        ],
+        "tags": {"tcp", "pb", "unix", "tls"},
     },
     "asyncio": {
         "cmd": ["{python}", "{bench}/servers/asyncio_echo.py", "--port", "{port}"],
         "unix_cmd": ["{python}", "{bench}/servers/asyncio_echo.py", "--unix", "{unix}"],
-        "tags": {"tcp", "pb", "unix"},
+        "tls_cmd": [
+            *("{python}", "{bench}/servers/asyncio_echo.py", "--port", "{port}"),
+            *("--certfile", "{certfile}", "--keyfile", "{keyfile}"),
+        ],
+        "tags": {"tcp", "pb", "unix", "tls"},
+    },
+    # The TLS floor: epoll + OpenSSL in C (built only where libssl-dev is installed).
+    "c-tls": {
+        "cmd": [
+            *("{build}/c_tls_echo", "--port", "{port}"),
+            *("--certfile", "{certfile}", "--keyfile", "{keyfile}"),
+        ],
+        "tags": {"tls"},
+    },
+    # TCP reverse proxies in front of c_echo (the driver starts it on {upstream}).
+    "asyncio-proxy": {
+        "cmd": [
+            *("{python}", "{bench}/servers/asyncio_proxy.py", "--port", "{port}"),
+            *("--upstream", "127.0.0.1:{upstream}"),
+        ],
+        "tags": {"proxy"},
+    },
+    "uvloop-proxy": {
+        "cmd": [
+            *("{python}", "{bench}/servers/asyncio_proxy.py", "--loop", "uvloop"),
+            *("--port", "{port}", "--upstream", "127.0.0.1:{upstream}"),
+        ],
+        "tags": {"proxy"},
+    },
+    # gev's proxy example (outbound connections); skipped while the script does not exist.
+    "gev-proxy": {
+        "cmd": [
+            *("{python}", "{root}/examples/proxy.py", "--listen", "127.0.0.1:{port}"),
+            *("--upstream", "127.0.0.1:{upstream}"),
+        ],
+        "tags": {"proxy"},
     },
     "bare-python": {
         "cmd": ["{python}", "{bench}/servers/bare_epoll_echo.py", "--port", "{port}"],
@@ -120,18 +165,30 @@ class Scenario:
     conns: int
     size: int
     inflight: int
-    needs: str  # server tag required: tcp | ws | pb | unix | any
+    needs: str  # server tag required: tcp | ws | pb | unix | tls | proxy | any
 
     @property
     def unix(self) -> bool:
         """Over a Unix socket (the server's unix_cmd, loadgen --unix) instead of TCP."""
         return self.needs == "unix"
 
+    @property
+    def tls(self) -> bool:
+        """Over TLS 1.3 (the server's tls_cmd, loadgen --tls verifying the certificate)."""
+        return self.needs == "tls"
+
+    @property
+    def proxy(self) -> bool:
+        """Through the server, a proxy, to a C echo upstream the driver starts."""
+        return self.needs == "proxy"
+
     def describe(self) -> str:
         if self.mode == "hold":
             return "hold N idle connections, server RSS per connection"
         k = f", {self.inflight} in flight" if self.inflight > 1 else ", 1 in flight"
         over = " over a Unix socket" if self.unix else ""
+        over += " over TLS 1.3" if self.tls else ""
+        over += " through the proxy to a C echo" if self.proxy else ""
         return f"{self.mode}: {self.conns} conns, {self.size} B{k}{over}"
 
 
@@ -151,6 +208,10 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("ws50x4k", "ws", 50, 4096, 1, "ws"),
         Scenario("ws500x64", "ws", 500, 64, 1, "ws"),
         Scenario("ws2000x64", "ws", 2000, 64, 1, "ws"),
+        Scenario("tls50x64", "raw", 50, 64, 1, "tls"),
+        Scenario("tls50x4k", "raw", 50, 4096, 1, "tls"),
+        Scenario("proxy50x64", "raw", 50, 64, 1, "proxy"),
+        Scenario("proxy50x4k", "raw", 50, 4096, 1, "proxy"),
         Scenario("memory", "hold", 10000, 32, 1, "any"),
     ]
 }
@@ -158,8 +219,12 @@ SCENARIOS: dict[str, Scenario] = {
 # and the connection-scaling points of the charts (2000x64, ws500x64, ws2000x64), and the
 # Unix-socket echo (recorded next to TCP loopback when asked for).
 EXTRA_SCENARIOS = ("memory", "1000x64", "2000x64", "ws500x64", "ws2000x64")
+# TLS and proxy scenarios also run only when named (their servers are apart).
 DEFAULT_SCENARIOS = [
-    s for s in SCENARIOS if s not in EXTRA_SCENARIOS and not SCENARIOS[s].unix
+    s
+    for s in SCENARIOS
+    if s not in EXTRA_SCENARIOS
+    and not (SCENARIOS[s].unix or SCENARIOS[s].tls or SCENARIOS[s].proxy)
 ]
 
 # --------------------------------------------------------------------------
@@ -387,20 +452,81 @@ def fd_count(pid: int) -> int:
 # build
 
 
-def build(cc: str) -> None:
+TLS_DIR = BUILD / "tls"
+CERTFILE = TLS_DIR / "cert.pem"
+KEYFILE = TLS_DIR / "key.pem"
+
+
+def _compile(cc: str, src: Path, out: Path, flags: list[str], libs: list[str]) -> bool:
+    """Compile unless up to date with the same flags (kept in OUT.flags); False on failure."""
+    stamp = out.with_name(out.name + ".flags")
+    want = " ".join(flags + libs)
+    if (
+        out.exists()
+        and out.stat().st_mtime >= src.stat().st_mtime
+        and stamp.exists()
+        and stamp.read_text() == want
+    ):
+        return True
+    cmd = [cc, "-O2", "-Wall", "-Wextra", *flags, "-o", str(out), str(src), *libs]
+    log("build: " + " ".join(cmd))
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        log(r.stderr.strip())
+        return False
+    stamp.write_text(want)
+    return True
+
+
+def tls_available(cc: str) -> bool:
+    """Whether OpenSSL's headers and libraries (libssl-dev) are there to compile against."""
+    probe = BUILD / "tls_probe.c"
+    probe.write_text("#include <openssl/ssl.h>\nint main(void){return SSL_CTX_new(0)!=0;}\n")
+    r = subprocess.run(
+        [cc, "-o", str(BUILD / "tls_probe"), str(probe), "-lssl", "-lcrypto"],
+        capture_output=True,
+    )
+    return r.returncode == 0
+
+
+def make_certificate() -> None:
+    """A self-signed ECDSA P-256 certificate for localhost/127.0.0.1 (what every TLS server of
+    the benchmark serves, and what loadgen verifies against)."""
+    if CERTFILE.exists() and KEYFILE.exists():
+        return
+    TLS_DIR.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
+        *("-nodes", "-days", "3650", "-subj", "/CN=localhost"),
+        *("-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
+        *("-keyout", str(KEYFILE), "-out", str(CERTFILE)),
+    ]
+    log("tls: " + " ".join(cmd))
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+def build(cc: str, tls: bool = False) -> bool:
+    """Build loadgen and the C servers; with OpenSSL when available. Returns whether loadgen
+    speaks TLS. ``tls``: TLS is needed (fail without OpenSSL) and the certificate is made."""
     BUILD.mkdir(exist_ok=True)
-    for src, out in [
-        (BENCH / "loadgen.c", BUILD / "loadgen"),
-        (BENCH / "servers" / "c_echo.c", BUILD / "c_echo"),
-    ]:
-        if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
-            continue
-        cmd = [cc, "-O2", "-Wall", "-Wextra", "-o", str(out), str(src)]
-        log("build: " + " ".join(cmd))
-        subprocess.run(cmd, check=True)
+    with_tls = tls_available(cc)
+    if tls and not with_tls:
+        raise SystemExit("TLS scenarios need OpenSSL's headers: apt-get install libssl-dev")
+    tls_flags = (["-DWITH_TLS"], ["-lssl", "-lcrypto"]) if with_tls else ([], [])
+    ok = _compile(cc, BENCH / "loadgen.c", BUILD / "loadgen", *tls_flags)
+    ok = ok and _compile(cc, BENCH / "servers" / "c_echo.c", BUILD / "c_echo", [], [])
+    if with_tls:
+        ok = ok and _compile(
+            cc, BENCH / "servers" / "c_tls_echo.c", BUILD / "c_tls_echo", [], ["-lssl", "-lcrypto"]
+        )
+    if not ok:
+        raise SystemExit("build failed")
     r = subprocess.run([str(BUILD / "loadgen"), "--selftest"], capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit("loadgen --selftest failed:\n" + r.stdout + r.stderr)
+    if tls:
+        make_certificate()
+    return with_tls
 
 
 # --------------------------------------------------------------------------
@@ -443,7 +569,9 @@ class Runner:
         self.logdir.mkdir(parents=True, exist_ok=True)
         self._sockdir: str | None = None
 
-    def server_cmd(self, name: str, endpoint: int | str) -> list[str]:
+    def server_cmd(
+        self, name: str, endpoint: int | str, sc: Scenario | None = None, upstream: int = 0
+    ) -> list[str]:
         unix = isinstance(endpoint, str)
         subst = {
             "python": self.args.python,
@@ -452,8 +580,35 @@ class Runner:
             "root": str(ROOT),
             "bench": str(BENCH),
             "build": str(BUILD),
+            "certfile": str(CERTFILE),
+            "keyfile": str(KEYFILE),
+            "upstream": str(upstream),
         }
-        return [a.format(**subst) for a in self.servers[name]["unix_cmd" if unix else "cmd"]]
+        entry = self.servers[name]
+        key = "unix_cmd" if unix else "cmd"
+        if sc is not None and sc.tls and "tls_cmd" in entry:
+            key = "tls_cmd"
+        return [a.format(**subst) for a in entry[key]]
+
+    def start_upstream(self, tag: str) -> tuple[subprocess.Popen, int, object]:
+        """The proxy scenarios' upstream: bench's C echo, pinned to --upstream-cpu."""
+        port = free_port()
+        logf = open(self.logdir / f"upstream.{tag}.log", "wb")  # noqa: SIM115 (closed by caller)
+        p = spawn(
+            [str(BUILD / "c_echo"), "--port", str(port)],
+            self.args.upstream_cpu,
+            self.sched,
+            65536,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_port(port, p, self.args.start_timeout)
+        except Exception:
+            kill_group(p)
+            logf.close()
+            raise
+        return p, port, logf
 
     def endpoint(self, name: str, sc: Scenario) -> int | str:
         """A free TCP port, or for a Unix-socket scenario a fresh socket path (short: it must
@@ -467,9 +622,9 @@ class Runner:
             os.unlink(path)
         return path
 
-    def start_server(self, name: str, tag: str, sc: Scenario):
+    def start_server(self, name: str, tag: str, sc: Scenario, upstream: int = 0):
         port = self.endpoint(name, sc)
-        cmd = self.server_cmd(name, port)
+        cmd = self.server_cmd(name, port, sc, upstream)
         logf = open(self.logdir / f"{name}.{tag}.log", "wb")  # noqa: SIM115 (closed by caller)
         logf.write(("$ " + shlex.join(cmd) + "\n").encode())
         logf.flush()
@@ -506,6 +661,8 @@ class Runner:
             str(sc.inflight),
             "--json",
         ]
+        if sc.tls:
+            cmd += ["--tls", "--tls-ca", str(CERTFILE), "--tls-servername", "localhost"]
         if sc.mode == "hold":
             cmd += ["--duration", str(a.hold_timeout), "--connect-timeout", str(a.hold_timeout)]
         else:
@@ -514,9 +671,15 @@ class Runner:
 
     def run_one(self, name: str, sc: Scenario, rnd: int) -> RunResult:
         tag = f"{sc.name}.r{rnd}"
+        up = None
         try:
-            p, port, logf = self.start_server(name, tag, sc)
+            if sc.proxy:
+                up = self.start_upstream(tag)
+            p, port, logf = self.start_server(name, tag, sc, up[1] if up else 0)
         except Exception as e:
+            if up is not None:
+                kill_group(up[0])
+                up[2].close()
             return RunResult(name, sc.name, rnd, False, f"start: {e}")
         try:
             if sc.mode == "hold":
@@ -525,6 +688,9 @@ class Runner:
         finally:
             kill_group(p)
             logf.close()
+            if up is not None:
+                kill_group(up[0])
+                up[2].close()
 
     def _throughput(self, name, sc, rnd, server, port) -> RunResult:
         a = self.args
@@ -882,6 +1048,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--client-cpu", type=parse_cpus, default="1", help="CPU(s) for loadgen")
     ap.add_argument(
+        "--upstream-cpu",
+        type=parse_cpus,
+        default="1",
+        help="CPU(s) of the proxy scenarios' upstream C echo (default: loadgen's core, so that "
+        "the proxy under test has CPU 0 to itself)",
+    )
+    ap.add_argument(
         "--sched",
         choices=["fifo", "normal"],
         default="fifo",
@@ -950,6 +1123,9 @@ def main(argv: list[str] | None = None) -> int:
             "root": str(ROOT),
             "bench": str(BENCH),
             "build": str(BUILD),
+            "certfile": str(CERTFILE),
+            "keyfile": str(KEYFILE),
+            "upstream": "0",
         }
         argv0 = [a.format(**subst) for a in servers[s]["cmd"]]
         missing = [a for a in argv0[1:] if a.endswith(".py") and not (ROOT / a).exists()]
@@ -959,7 +1135,7 @@ def main(argv: list[str] | None = None) -> int:
         runnable.append(s)
 
     ncpu = os.cpu_count() or 1
-    for c in args.server_cpu | args.client_cpu:
+    for c in args.server_cpu | args.client_cpu | args.upstream_cpu:
         if c >= ncpu:
             raise SystemExit(f"CPU {c} does not exist (this machine has {ncpu})")
 
@@ -991,7 +1167,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    build(args.cc)
+    build(args.cc, tls=any(SCENARIOS[s].tls for s in sel_scen))
 
     if args.sched == "fifo":
         # the driver itself runs above server and loadgen so that it samples
@@ -1057,6 +1233,16 @@ def main(argv: list[str] | None = None) -> int:
         f"- Server on CPU {fmt_cpus(args.server_cpu)}, loadgen on CPU {fmt_cpus(args.client_cpu)}, "
         f"scheduling: {args.sched}" + (f" (SCHED_FIFO {args.prio})" if args.sched == "fifo" else "")
     )
+    if any(SCENARIOS[s].tls for s in sel_scen):
+        lines.append(
+            "- TLS: TLS 1.3, every server serves the same self-signed ECDSA P-256 certificate"
+            " with its TLS library's defaults; loadgen (OpenSSL) verifies it"
+        )
+    if any(SCENARIOS[s].proxy for s in sel_scen):
+        lines.append(
+            f"- Proxy: loadgen -> proxy (CPU {fmt_cpus(args.server_cpu)}) -> c_echo upstream"
+            f" (CPU {fmt_cpus(args.upstream_cpu)}); µs/msg counts the proxy's CPU only"
+        )
     if any(SCENARIOS[s].mode != "hold" for s in sel_scen):
         lines.append(
             f"- {args.repeat} round(s), servers interleaved; each run "

@@ -2,6 +2,7 @@
 
 import argparse
 import resource
+import ssl
 
 
 def parse_args(description: str) -> argparse.Namespace:
@@ -11,7 +12,18 @@ def parse_args(description: str) -> argparse.Namespace:
     where.add_argument("--port", type=int)
     where.add_argument("--unix", metavar="PATH", help="listen on a Unix socket instead")
     ap.add_argument("--backlog", type=int, default=4096)
+    ap.add_argument("--certfile", help="serve TLS with this certificate (PEM)")
+    ap.add_argument("--keyfile", help="its private key (PEM)")
     return ap.parse_args()
+
+
+def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The standard library's server defaults (what an asyncio user writes), or None."""
+    if not args.certfile:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(args.certfile, args.keyfile)
+    return ctx
 
 
 def raise_nofile() -> None:

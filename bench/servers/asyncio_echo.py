@@ -1,8 +1,8 @@
-"""asyncio Protocol echo server: data_received -> transport.write."""
+"""asyncio Protocol echo server: data_received -> transport.write (over TLS with --certfile)."""
 
 import asyncio
 
-from _common import parse_args, raise_nofile
+from _common import parse_args, raise_nofile, tls_context
 
 
 class Echo(asyncio.Protocol):
@@ -15,10 +15,11 @@ class Echo(asyncio.Protocol):
 
 async def main(args):
     loop = asyncio.get_running_loop()
+    ssl = tls_context(args)
     if args.unix:
-        server = await loop.create_unix_server(Echo, args.unix, backlog=args.backlog)
+        server = await loop.create_unix_server(Echo, args.unix, backlog=args.backlog, ssl=ssl)
     else:
-        server = await loop.create_server(Echo, args.host, args.port, backlog=args.backlog)
+        server = await loop.create_server(Echo, args.host, args.port, backlog=args.backlog, ssl=ssl)
     async with server:
         await server.serve_forever()
 
