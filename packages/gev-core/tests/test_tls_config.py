@@ -335,16 +335,6 @@ def test_gev_serve_tls_usage_errors_exit_2(
     assert message in err and "error:" in err
 
 
-def test_gev_serve_with_valid_tls_options_refuses_to_serve_plaintext(
-    files: TLSFiles, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # Until the listener's TLS stage exists, gev serve checks the files and stops rather than
-    # serving plaintext on a port meant to be encrypted.
-    code = main(["serve", "app:Echo", "--certfile", files.cert, "--keyfile", files.key])
-    assert code == 1
-    assert "not available in this version" in capsys.readouterr().err
-
-
 APP = """
 from gev_core import Handler
 
@@ -355,15 +345,17 @@ class Echo(Handler):
 """
 
 
-@pytest.mark.xfail(strict=True, reason="phase B: the listener's TLS stage is not wired in yet")
-def test_gev_serve_serves_tls(files: TLSFiles, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [None, 2], ids=["one-process", "workers-2"])
+def test_gev_serve_serves_tls(files: TLSFiles, tmp_path: Path, workers: int | None) -> None:
     (tmp_path / "app.py").write_text(APP)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(map(str, SRC_DIRS)))
     address = f"127.0.0.1:{port}"
-    tls = ["--certfile", files.cert, "--keyfile", files.key]
+    tls = ["--certfile", files.cert, "--keyfile", files.key, "--alpn", "echo/1"]
+    if workers is not None:
+        tls += ["--workers", str(workers)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "gev_core", "serve", "app:Echo", "--address", address, *tls],
         cwd=tmp_path,
@@ -383,9 +375,17 @@ def test_gev_serve_serves_tls(files: TLSFiles, tmp_path: Path) -> None:
             except OSError:
                 assert time.monotonic() < deadline, "gev serve did not listen"
                 time.sleep(0.05)
-        with client_context(files.ca).wrap_socket(raw, server_hostname="localhost") as tls:
-            tls.sendall(b"over TLS")
-            assert tls.recv(100) == b"over TLS"
+        raw.close()
+        # Each connection may land on another worker: every one must speak TLS.
+        for i in range(2 * (workers or 1)):
+            raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+            ctx = client_context(files.ca, alpn=["echo/1"])
+            with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"over TLS %d" % i)
+                assert tls.recv(100) == b"over TLS %d" % i
+                assert tls.selected_alpn_protocol() == "echo/1"
+        proc.terminate()  # SIGTERM: a graceful stop
+        assert proc.wait(30) == 0
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

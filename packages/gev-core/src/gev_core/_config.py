@@ -239,6 +239,9 @@ class ServeConfig:
         }
         if self.protocols:
             kwargs["protocol"] = self.protocols[0] if len(self.protocols) == 1 else self.protocols
+        if self.certfile is not None:
+            kwargs["ssl"] = self.ssl_context()
+            kwargs["tls_handshake_timeout"] = self.tls_handshake_timeout
         options: dict[str, Any] = {
             "app": self.app,
             "protocol": list(self.protocols) or None,

@@ -93,6 +93,7 @@ from ._stats import (
     R_RESET,
     reason_code,
 )
+from ._tls import TLSEngine
 
 if TYPE_CHECKING:
     from ._loop import EventLoop, TimerHandle
@@ -168,6 +169,20 @@ class TLSLayer(_TypingProtocol):
 
     @property
     def want_write(self) -> bool: ...
+    @property
+    def handshake_done(self) -> bool: ...
+    @property
+    def peer_closed(self) -> bool: ...
+    @property
+    def version(self) -> str | None: ...
+    @property
+    def alpn_protocol(self) -> str | None: ...
+    @property
+    def server_name(self) -> str | None: ...
+    @property
+    def peer_certificate(self) -> dict[str, Any] | None: ...
+    @property
+    def ssl_object(self) -> Any: ...
     def feed(self, data: bytes) -> bytes: ...
     def feed_eof(self) -> None: ...
     def take_output(self) -> bytes: ...
@@ -337,6 +352,46 @@ class Connection(Weakrefable):
         if self._proxy_addr is None:
             self._proxy_addr = self._addr
         self._addr = address
+
+    @property
+    def tls_version(self) -> str | None:
+        """The TLS version of a TLS connection (``"TLSv1.3"``, ``"TLSv1.2"``); ``None`` for
+        plaintext. A TLS connection is known to the handler only once its handshake completed,
+        so in every handler callback but ``on_close`` this and the properties below are set."""
+        tls = self._tls
+        return tls.version if tls is not None else None
+
+    @property
+    def alpn_protocol(self) -> str | None:
+        """The application protocol the TLS handshake agreed on (ALPN: ``"h2"``,
+        ``"http/1.1"``...); ``None`` for plaintext or when the client offered none the server
+        accepts (see ``alpn`` of :func:`~gev_core.server_context`)."""
+        tls = self._tls
+        return tls.alpn_protocol if tls is not None else None
+
+    @property
+    def server_name(self) -> str | None:
+        """The server name the TLS client asked for (SNI), e.g. ``"api.example.com"``;
+        ``None`` for plaintext or a client that sent none."""
+        tls = self._tls
+        return tls.server_name if tls is not None else None
+
+    @property
+    def peer_certificate(self) -> dict[str, Any] | None:
+        """The client's certificate, verified, as ``ssl.SSLSocket.getpeercert()`` gives it
+        (``subject``, ``issuer``, ``notAfter``, ``subjectAltName``...); ``None`` for plaintext
+        or when no certificate was asked for (``verify_client``) or sent."""
+        tls = self._tls
+        if tls is None:
+            return None
+        return tls.peer_certificate or None
+
+    @property
+    def ssl_object(self) -> Any:
+        """The connection's ``ssl.SSLObject`` (``cipher()``, ``getpeercert(binary_form=True)``,
+        ``session_reused``...); ``None`` for plaintext."""
+        tls = self._tls
+        return tls.ssl_object if tls is not None else None
 
     @property
     def read_buffer_length(self) -> int:
@@ -669,6 +724,11 @@ class Connection(Weakrefable):
             data = self._tls_feed(data)
         if data and self._state == OPEN:
             self._receive(data)
+        tls = self._tls
+        if tls is not None and tls.peer_closed and self._state == OPEN:
+            # The peer's close_notify: it sends nothing more. Close as for an EOF (our
+            # pending output, then our close_notify).
+            self._close(R_EOF)
 
     def _receive(self, data: bytes) -> None:
         """Plaintext for the protocol, the general way: through the input ring buffer when bytes
@@ -867,9 +927,7 @@ class Connection(Weakrefable):
         if timer is not None:
             self._stage_timer = None
             timer.cancel()
-        # TLS seam: a TLS listener starts the handshake here (after the PROXY header, before
-        # the application hears of the connection), with self._tls = its engine.
-        self._establish()
+        self._after_preamble()
         if self._state != CLOSED:
             self._refresh()
             self._account()
@@ -911,6 +969,47 @@ class Connection(Weakrefable):
         self._tls = tls
         self._refresh()
 
+    def _after_preamble(self) -> None:
+        # The next stage after the preamble (or after the accept, without one): the TLS
+        # handshake on a TLS listener, else the protocol.
+        server = self._loop.server
+        context = server.ssl_context
+        if context is not None:
+            self._start_tls(TLSEngine(context, server_side=True), server.tls_handshake_timeout)
+        else:
+            self._establish()
+
+    def _start_tls(self, tls: TLSLayer, timeout: float | None) -> None:
+        """TLS seam, accepted side: the handshake begins with the first bytes read. The
+        handler, protocol and plugins hear of the connection once it has completed
+        (``_tls_feed``); a connection that has not completed it ``timeout`` seconds from now
+        is closed."""
+        self._tls = tls
+        if timeout is not None:
+            self._stage_timer = self._loop.call_later(timeout, self._tls_expired, timeout)
+        self._refresh()
+
+    def _tls_expired(self, timeout: float) -> None:
+        self._stage_timer = None
+        if self._tls is not None and not self._established and self._state == OPEN:
+            self._set_reason(R_IDLE)
+            logger.warning(
+                "closing %r: TLS handshake not completed within %.3g s of connecting",
+                self,
+                timeout,
+            )
+            self._abort(R_IDLE)
+
+    def _tls_established(self) -> None:
+        # The handshake completed: the connection's plaintext life begins.
+        timer = self._stage_timer
+        if timer is not None:
+            self._stage_timer = None
+            timer.cancel()
+        self._establish()
+        if self._state != CLOSED:
+            self._account()
+
     def _tls_feed(self, data: bytes) -> bytes:
         """TLS seam: ciphertext in, plaintext out; the engine's own output (handshake, alerts,
         tickets) goes out at once. Returns b"" when there is no plaintext, or on failure."""
@@ -925,6 +1024,8 @@ class Connection(Weakrefable):
             return b""
         if tls.want_write:
             self._transmit(tls.take_output())
+        if not self._established and tls.handshake_done and self._state == OPEN:
+            self._tls_established()
         return plain
 
     # ------------------------------------------------------------------ writing

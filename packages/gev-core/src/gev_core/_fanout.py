@@ -33,7 +33,8 @@ def write_shared(
     For every open connection of ``conns`` the protocol's
     :meth:`~gev_core.Protocol.shared_packer` is asked; ``frame(packer)`` is called once per
     distinct packer and its bytes written to every connection that answered with it (behind
-    any output already pending, with the usual backpressure and ``max_write_buffer`` rules).
+    any output already pending, with the usual backpressure and ``max_write_buffer`` rules;
+    encrypted for each TLS connection).
 
     :param conns: connections of one event loop; call this on that loop's thread, outside its
         I/O dispatch (from a task queued with ``call_soon``/``call_soon_threadsafe`` or a

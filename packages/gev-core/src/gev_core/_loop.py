@@ -680,7 +680,7 @@ class EventLoop(Weakrefable):
         if preamble is not None:
             conn._start_preamble(preamble)
         if conn._state == OPEN and conn._preamble is None:
-            conn._establish()
+            conn._after_preamble()
         if conn._state == CLOSED:
             return
         conn._refresh()

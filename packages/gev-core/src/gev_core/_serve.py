@@ -53,20 +53,12 @@ def check_tls(config: ServeConfig) -> None:
     or a key that does not match its certificate stops ``gev serve`` with a usage error (exit 2)
     instead of failing in every worker.
 
-    :raises StartupError: the context cannot be built, or (until the server's TLS read path
-        exists) always: the options are parsed and checked, not served.
+    :raises StartupError: the context cannot be built.
     """
     try:
         config.ssl_context()
     except ValueError as exc:
         raise StartupError(f"TLS: {exc}", 2) from None
-    # The listener's TLS stage is not wired into Server yet: refuse rather than serve plaintext
-    # on a port the operator asked to be encrypted.
-    raise StartupError(
-        "TLS termination by gev itself is not available in this version: the certificate"
-        " and key are valid, but serve plaintext behind a TLS terminator meanwhile"
-        " (see the docs' 'TLS: terminate it in front')"
-    )
 
 
 class _Stopper:

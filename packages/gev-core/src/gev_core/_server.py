@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import ssl as _ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ from ._protocol import DefaultProtocol, Protocol
 from ._select import DEFAULT_SELECT_TIMEOUT, SelectingProtocol
 from ._signals import capture_signals, signal_name
 from ._stats import LoopStats
+from ._tls import prepare_context
 
 logger = logging.getLogger("gev")
 
@@ -114,6 +116,15 @@ class Server:
     Readiness, for health checks and load balancers: :attr:`ready` is true while the server
     accepts connections, and turns false the moment :meth:`drain` or :meth:`stop` begins (when
     the ``gev_server_stopping`` hook is called).
+    :param ssl: serve TLS with this server-side ``ssl.SSLContext`` (build it with
+        :func:`~gev_core.server_context`). Every protocol works unchanged over it, WebSocket
+        as ``wss://``: handlers see plaintext, and a connection reaches the handler once its
+        handshake has completed (ALPN, SNI and the client certificate are then on the
+        connection: :attr:`~gev_core.Connection.alpn_protocol`...). The context is made safe
+        in place: renegotiation refused, TLS 1.2 at least, the SNI name recorded (a
+        ``sni_callback`` of your own is kept, but then ``server_name`` stays ``None``).
+    :param tls_handshake_timeout: seconds a TLS client gets to complete its handshake before
+        it is disconnected (a WARNING is logged); ``None`` waits forever.
     :param plugins: a plugin manager to use instead of building one (see
         :func:`gev_core.get_plugin_manager`).
     :param options: extra configuration for plugins (``config.options`` in their hooks).
@@ -142,6 +153,8 @@ class Server:
         idle_time: float | None = None,
         sock: socket.socket | None = None,
         handle_signals: bool = True,
+        ssl: _ssl.SSLContext | None = None,
+        tls_handshake_timeout: float | None = 10.0,
         count_traffic: bool = False,
         poller: str | None = None,
         plugins: GevPluginManager | None = None,
@@ -177,6 +190,21 @@ class Server:
         self.tcp_nodelay = tcp_nodelay
         self.idle_time = idle_time
         self.handle_signals = handle_signals
+        if ssl is not None:
+            if not isinstance(ssl, _ssl.SSLContext):
+                raise TypeError(f"ssl must be an ssl.SSLContext, not {ssl!r}")
+            if ssl.protocol == _ssl.PROTOCOL_TLS_CLIENT:
+                raise ValueError(
+                    "ssl is a client context (PROTOCOL_TLS_CLIENT): build the server's with"
+                    " gev_core.server_context() or ssl.create_default_context(Purpose.CLIENT_AUTH)"
+                )
+            prepare_context(ssl)
+        if tls_handshake_timeout is not None and not tls_handshake_timeout > 0:
+            raise ValueError("tls_handshake_timeout must be > 0 seconds or None")
+        #: The TLS context connections are served with (``None``: plaintext).
+        self.ssl_context: _ssl.SSLContext | None = ssl
+        #: Seconds a TLS client has to complete its handshake (``None``: no limit).
+        self.tls_handshake_timeout = tls_handshake_timeout
         self._count_traffic = bool(count_traffic)
         #: The listener's preamble (``set_preamble``); read by the loops at each accept.
         self._preamble: Preamble | None = None
