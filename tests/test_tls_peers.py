@@ -1,31 +1,36 @@
-"""Real TLS peers against gev's TLS engine and reference servers (the harness of tls_peers.py).
+"""Real TLS peers against gev servers with ``ssl=``: ``openssl s_client``, the ``websockets``
+client over ``wss://``, headless Chromium, and the plugins over TLS (WebSocket, protobuf,
+first-bytes selection, gev-pubsub fan-out, gev-timers idle reaping).
 
-``openssl s_client`` and Python's ``ssl`` meet the sans-IO engine driven over real sockets
-(:class:`tls_peers.EngineEchoServer`); the ``websockets`` client and headless Chromium are
-proven against a ``websockets`` server over TLS, the reference a gev WebSocket server with TLS
-will replace. Chromium trusts the test certificate by its public key's hash only, and the test
-proves that verification stays on for any other key.
+Chromium trusts the test certificate by its public key's hash only, and the test proves that
+verification stays on for any other key. Failures a peer causes are logged by gev as one
+WARNING line each, which the tests read back.
 """
 
 from __future__ import annotations
 
-import socket
-import ssl
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 pytest.importorskip("trustme")
 
-from gev_core.testing import TLSCertificates, TLSFiles, tls_certificates, tls_connect
-from tls_peers import (
-    WSS_EXPECTED,
-    EngineEchoServer,
-    chromium_wss,
-    s_client,
-    websockets_echo_server,
-    websockets_roundtrip,
+from gev_core import Connection, Handler, get_plugin_manager
+from gev_core.testing import (
+    TLSCertificates,
+    TLSFiles,
+    serve,
+    tls_certificates,
+    tls_connect,
 )
+from tls_peers import WSS_EXPECTED, chromium_wss, s_client, websockets_roundtrip
+
+DEADLINE = 30.0
 
 
 @pytest.fixture(scope="module")
@@ -38,170 +43,264 @@ def files(certs: TLSCertificates, tmp_path_factory: pytest.TempPathFactory) -> T
     return certs.write(tmp_path_factory.mktemp("tls"))
 
 
+def wait_for(cond: Any, timeout: float = DEADLINE) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+class Echo(Handler):
+    def __init__(self) -> None:
+        self.seen: list[tuple[str | None, str | None, str | None, Any]] = []
+        self.closed = 0
+
+    def on_connect(self, conn: Connection) -> None:
+        self.seen.append(
+            (conn.tls_version, conn.alpn_protocol, conn.server_name, conn.peer_certificate)
+        )
+
+    def on_message(self, conn: Connection, ctx: Any, data: Any) -> Any:
+        return data
+
+    def on_close(self, conn: Connection) -> None:
+        self.closed += 1
+
+
+class LogLines(logging.Handler):
+    """The records of the ``gev`` logger (whatever propagation another test configured)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def gev_log() -> Iterator[LogLines]:
+    log = logging.getLogger("gev")
+    handler = LogLines()
+    level = log.level
+    if log.getEffectiveLevel() > logging.WARNING:
+        log.setLevel(logging.WARNING)
+    log.addHandler(handler)
+    yield handler
+    log.removeHandler(handler)
+    log.setLevel(level)
+
+
+def closing_warnings(gev_log: LogLines) -> list[str]:
+    return [
+        r.getMessage()
+        for r in list(gev_log.records)
+        if r.name == "gev" and r.levelno == logging.WARNING and "closing" in r.getMessage()
+    ]
+
+
 # --------------------------------------------------------------------------- openssl s_client
 
 
 @pytest.mark.parametrize("tls12", [False, True], ids=["tls13", "tls12"])
 def test_s_client_echo(certs: TLSCertificates, files: TLSFiles, tls12: bool) -> None:
-    with EngineEchoServer(certs.server_context(alpn=["echo/1", "http/1.1"])) as server:
+    handler = Echo()
+    with serve(handler, ssl=certs.server_context(alpn=["echo/1", "http/1.1"])) as server:
         run = s_client(
             server.port, files.ca, send=b"hello gev\n", expect=b"hello gev\n", alpn="echo/1",
             tls12=tls12,
         )  # fmt: skip
-        (record,) = server.wait(1)
+        wait_for(lambda: handler.closed == 1)
     assert run.returncode == 0, run.stderr
     assert run.stdout == b"hello gev\n"
     assert run.field("Verification") == "OK"
     version = "TLSv1.2" if tls12 else "TLSv1.3"
     assert run.field("Protocol version") == version
-    assert record.version == version
-    assert record.alpn == "echo/1"
-    assert record.server_name == "localhost"
-    assert record.received == b"hello gev\n"
-    assert record.failure is None
-    assert record.peer_closed  # s_client sent close_notify at the end of its input
+    assert handler.seen == [(version, "echo/1", "localhost", None)]
 
 
 def test_s_client_large_payload(certs: TLSCertificates, files: TLSFiles) -> None:
     payload = b"".join(b"%07d\n" % i for i in range(40_000))  # 320 KB: many records
-    with EngineEchoServer(certs.server_context()) as server:
+    with serve(Echo(), ssl=certs.server_context()) as server:
         run = s_client(server.port, files.ca, send=payload, expect=payload[-8:])
-        server.wait(1)
     assert run.returncode == 0, run.stderr
     assert run.stdout == payload
 
 
 def test_s_client_with_a_client_certificate(certs: TLSCertificates, files: TLSFiles) -> None:
-    with EngineEchoServer(certs.server_context(verify_client="required")) as server:
+    handler = Echo()
+    with serve(handler, ssl=certs.server_context(verify_client="required")) as server:
         run = s_client(
             server.port, files.ca, send=b"mtls\n", expect=b"mtls\n", cert=files.client_cert,
             key=files.client_key,
         )  # fmt: skip
-        (record,) = server.wait(1)
     assert run.returncode == 0, run.stderr
-    assert record.peer_certificate is not None
-    subject = dict(item[0] for item in record.peer_certificate["subject"])
+    (seen,) = handler.seen
+    subject = dict(item[0] for item in seen[3]["subject"])
     assert subject["commonName"] == "gev test client"
 
 
 def test_s_client_without_the_required_client_certificate(
-    certs: TLSCertificates, files: TLSFiles
+    certs: TLSCertificates, files: TLSFiles, gev_log: LogLines
 ) -> None:
-    with EngineEchoServer(certs.server_context(verify_client="required")) as server:
+    handler = Echo()
+    with serve(handler, ssl=certs.server_context(verify_client="required")) as server:
         s_client(server.port, files.ca, send=b"no cert\n", timeout=20)
-        (record,) = server.wait(1)
-    assert record.failure == "client certificate required, but the client sent none"
+        wait_for(lambda: closing_warnings(gev_log))
+    (message,) = closing_warnings(gev_log)
+    assert "client certificate required, but the client sent none" in message
+    assert handler.seen == []
 
 
-def test_s_client_renegotiation_is_refused(certs: TLSCertificates, files: TLSFiles) -> None:
-    with EngineEchoServer(certs.server_context()) as server:
+def test_s_client_renegotiation_is_refused(
+    certs: TLSCertificates, files: TLSFiles, gev_log: LogLines
+) -> None:
+    with serve(Echo(), ssl=certs.server_context()) as server:
         # TLS 1.2 (1.3 has no renegotiation); "R" on a line of its own: s_client renegotiates.
         run = s_client(
             server.port, files.ca, send=b"before\n", expect=b"before\n",
             then=((b"R\n", b""),), tls12=True, timeout=20,
         )  # fmt: skip
-        (record,) = server.wait(1)
+        wait_for(lambda: closing_warnings(gev_log))
     assert "RENEGOTIATING" in run.stderr
     assert "no renegotiation" in run.stderr  # the server said no; OpenSSL's client gives up
-    assert record.received == b"before\n"
-    assert record.failure == (
-        "the peer aborted after its renegotiation was refused (handshake_failure)"
-    )
+    (message,) = closing_warnings(gev_log)
+    assert "renegotiation was refused" in message
 
 
-def test_s_client_distrusting_the_server(certs: TLSCertificates, tmp_path: Path) -> None:
+def test_s_client_distrusting_the_server(
+    certs: TLSCertificates, tmp_path: Path, gev_log: LogLines
+) -> None:
     stranger = tls_certificates().write(tmp_path)
-    with EngineEchoServer(certs.server_context()) as server:
+    with serve(Echo(), ssl=certs.server_context()) as server:
         run = s_client(server.port, stranger.ca, send=b"x\n", timeout=20)
-        (record,) = server.wait(1)
+        wait_for(lambda: closing_warnings(gev_log))
     assert run.returncode != 0
     assert "verify" in run.stderr.lower()
-    assert record.failure == "the peer does not trust our certificate (unknown CA)"
+    (message,) = closing_warnings(gev_log)
+    assert "the peer does not trust our certificate (unknown CA)" in message
 
 
-# ------------------------------------------------------------------------- Python's ssl
-
-
-def test_python_ssl_client(certs: TLSCertificates) -> None:
-    with EngineEchoServer(certs.server_context()) as server:
-        with tls_connect(("127.0.0.1", server.port), certs) as tls:
-            tls.sendall(b"from python")
-            assert tls.recv(100) == b"from python"
-            assert tls.version() == "TLSv1.3"
-            tls.unwrap()  # close_notify, then the server's in reply
-        (record,) = server.wait(1)
-    assert record.peer_closed and record.failure is None
-
-
-def test_python_ssl_client_rejects_an_unknown_ca(certs: TLSCertificates) -> None:
-    with EngineEchoServer(certs.server_context()) as server:
-        with pytest.raises(ssl.SSLCertVerificationError):
-            tls_connect(("127.0.0.1", server.port), tls_certificates())
-        (record,) = server.wait(1)
-    assert record.failure == "the peer does not trust our certificate (unknown CA)"
-
-
-@pytest.mark.parametrize(
-    ("send", "reason"),
-    [
-        (b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n", "plaintext HTTP sent to a TLS port"),
-        (b"hello\r\n", "not TLS: the peer sent bytes that are not a TLS record"),
-        (b"", "the peer closed the connection during the TLS handshake"),
-    ],
-    ids=["http", "plaintext", "silent-close"],
-)
-def test_bad_clients_get_a_reason(certs: TLSCertificates, send: bytes, reason: str) -> None:
-    with EngineEchoServer(certs.server_context()) as server:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-            sock.sendall(send)
-            sock.shutdown(socket.SHUT_WR)
-            sock.recv(100)  # the server closes
-        (record,) = server.wait(1)
-    assert record.failure == reason
-
-
-def test_truncated_client_hello(certs: TLSCertificates) -> None:
-    client = certs.client_context().wrap_bio(
-        ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(), server_hostname="localhost"
-    )
-    with pytest.raises(ssl.SSLWantReadError):
-        client.do_handshake()
-    hello = outgoing.read()
-    with EngineEchoServer(certs.server_context()) as server:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-            sock.sendall(hello[: len(hello) // 2])
-            sock.shutdown(socket.SHUT_WR)
-            sock.recv(100)
-        (record,) = server.wait(1)
-    assert record.failure == "the peer closed the connection during the TLS handshake"
-
-
-# ---------------------------------------------------------------------- websockets over wss
+# ---------------------------------------------------------------------- plugins over TLS
 
 
 def test_websockets_client_over_wss(certs: TLSCertificates) -> None:
-    with websockets_echo_server(certs.server_context()) as port:
-        replies = websockets_roundtrip(
-            f"wss://localhost:{port}/", certs.client_context(), ["text ✓", b"\x00\x01binary"]
-        )
-    assert replies == ["text ✓", b"\x00\x01binary"]
+    gev_websocket = pytest.importorskip("gev_websocket")
+
+    class WsEcho(gev_websocket.WebSocketHandler):  # type: ignore[misc]
+        def on_message(self, conn: Any, data: Any) -> Any:
+            kind = gev_websocket.MessageType.TEXT if isinstance(data, str) else 2
+            return kind, data
+
+    protocol = gev_websocket.WebSocketProtocol()
+    with serve(WsEcho(), protocol=protocol, ssl=certs.server_context()) as server:
+        url = f"wss://localhost:{server.port}/"
+        big = bytes(range(256)) * 1000  # 256 KB: a message over many records
+        replies = websockets_roundtrip(url, certs.client_context(), ["text ✓", b"\x00\x01", big])
+        assert replies == ["text ✓", b"\x00\x01", big]
+        with pytest.raises(Exception, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify"):
+            websockets_roundtrip(url, tls_certificates().client_context(), [])
 
 
-def test_websockets_client_refuses_an_untrusted_server(certs: TLSCertificates) -> None:
-    with websockets_echo_server(certs.server_context()) as port, pytest.raises(ssl.SSLError):
-        websockets_roundtrip(f"wss://localhost:{port}/", tls_certificates().client_context(), [])
+def test_first_bytes_selection_runs_on_plaintext(certs: TLSCertificates) -> None:
+    pytest.importorskip("gev_websocket")
+    gev_protobuf = pytest.importorskip("gev_protobuf")
+    from gev_protobuf import FrameDecoder, pack_message
+
+    class Tagged(Handler):
+        def on_message(self, conn: Any, ctx: Any, data: Any) -> Any:
+            if conn.protocol.name == "protobuf":
+                return ctx, b"pb:" + data
+            return data  # websocket: echo
+
+    pm = get_plugin_manager(autoload=False)
+    pm.register(gev_protobuf.plugin, name="protobuf")
+    import gev_websocket.plugin
+
+    pm.register(gev_websocket.plugin, name="websocket")
+    ctx = certs.server_context()
+    with serve(Tagged(), protocol=["websocket", "protobuf"], plugins=pm, ssl=ctx) as server:
+        with tls_connect(server, certs) as pb:
+            pb.sendall(pack_message("msg1", b"\x08\x01"))
+            decoder = FrameDecoder()
+            while (frame := decoder.next_frame()) is None:
+                chunk = pb.recv(65536)
+                assert chunk
+                decoder.feed(chunk)
+            assert frame == ("msg1", b"pb:\x08\x01")
+        url = f"wss://localhost:{server.port}/"
+        assert websockets_roundtrip(url, certs.client_context(), [b"ws"]) == [b"ws"]
+
+
+def test_pubsub_publishes_to_tls_subscribers(certs: TLSCertificates) -> None:
+    gev_websocket = pytest.importorskip("gev_websocket")
+    from gev_pubsub import PubSub
+    from websockets.sync.client import connect
+
+    hub = PubSub()
+    opened: list[Connection] = []
+
+    class Room(gev_websocket.WebSocketHandler):  # type: ignore[misc]
+        def on_open(self, conn: Connection) -> None:
+            hub.subscribe(conn, "room")
+            opened.append(conn)
+
+        def on_message(self, conn: Connection, data: Any) -> Any:
+            return gev_websocket.MessageType.TEXT, f"re: {data}"
+
+    protocol = gev_websocket.WebSocketProtocol()
+    try:
+        with serve(Room(), protocol=protocol, ssl=certs.server_context(), num_loops=2) as server:
+            url = f"wss://localhost:{server.port}/"
+            with contextlib.ExitStack() as stack:
+                clients = [
+                    stack.enter_context(
+                        connect(url, ssl=certs.client_context(), open_timeout=DEADLINE)
+                    )
+                    for _ in range(6)
+                ]
+                wait_for(lambda: len(opened) == 6)
+                expected: list[str | bytes] = []
+                for i in range(40):
+                    message: str | bytes = f"news {i}" if i % 2 else bytes([i]) * 300
+                    hub.publish("room", message)
+                    expected.append(message)
+                for c in clients:
+                    assert [c.recv(timeout=DEADLINE) for _ in expected] == expected
+                    c.send("own")  # the connection's own replies still decrypt after fan-out
+                    assert c.recv(timeout=DEADLINE) == "re: own"
+    finally:
+        hub.close()
+
+
+def test_idle_tls_connections_are_reaped(certs: TLSCertificates) -> None:
+    pytest.importorskip("gev_timers")
+    handler = Echo()
+    with serve(handler, ssl=certs.server_context(), idle_time=0.3) as server:
+        tls = tls_connect(server, certs)
+        tls.sendall(b"ping")
+        assert tls.recv(4) == b"ping"
+        wait_for(lambda: handler.closed == 1)
+        assert tls.recv(100) == b""
+        tls.close()
 
 
 # ----------------------------------------------------------------------- headless Chromium
 
 
 @pytest.mark.slow
-def test_chromium_trusts_exactly_the_test_key_over_wss(
-    certs: TLSCertificates, tmp_path: Path
-) -> None:
+def test_chromium_opens_wss_to_gev(certs: TLSCertificates, tmp_path: Path) -> None:
+    gev_websocket = pytest.importorskip("gev_websocket")
+
+    class WsEcho(gev_websocket.WebSocketHandler):  # type: ignore[misc]
+        def on_message(self, conn: Any, data: Any) -> Any:
+            kind = gev_websocket.MessageType.TEXT if isinstance(data, str) else 2
+            return kind, data
+
     page_context = certs.server_context()
-    with websockets_echo_server(certs.server_context()) as port:
-        url = f"wss://localhost:{port}/"
+    protocol = gev_websocket.WebSocketProtocol()
+    with serve(WsEcho(), protocol=protocol, ssl=certs.server_context()) as server:
+        url = f"wss://localhost:{server.port}/"
         run = chromium_wss(url, page_context, tmp_path / "trusting", trust_spki=certs.spki_sha256)
         assert run.reports == [WSS_EXPECTED], run.log[-3000:]
         assert f'<div id="result">{WSS_EXPECTED}</div>' in run.dom

@@ -1,11 +1,7 @@
-"""Real TLS peers for the tests: ``openssl s_client``, Python's ``ssl``, the ``websockets``
-client over ``wss://`` and headless Chromium -- plus reference servers to prove them against.
+"""Real TLS peers for the tests: ``openssl s_client``, the ``websockets`` client over
+``wss://`` and headless Chromium (Python's ``ssl`` is ``gev_core.testing.tls_connect``).
 
-The peers are the harness of gev's TLS tests: each takes an address (and the CA to trust), so a
-test points it at whatever serves TLS. :class:`EngineEchoServer` is the first such server: a
-thread that drives gev's sans-IO :class:`~gev_core._tls.TLSEngine` over blocking sockets exactly
-as the reactor is to drive it (feed, send what it wants to send, encrypt, close_notify, log the
-reason of a failure), so the engine meets real clients before the reactor has a TLS stage.
+Each takes an address (and the CA to trust), so a test points it at a gev server with ``ssl=``.
 
 Chromium trusts the test's certificate through ``--ignore-certificate-errors-spki-list`` with the
 base64 SHA-256 of exactly that certificate's public key (and a ``--user-data-dir``, without which
@@ -17,21 +13,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from gev_core import TLSError
-from gev_core._tls import TLSEngine
 
 DEADLINE = 30.0
 
@@ -46,111 +37,6 @@ def require(program: str, *names: str) -> str:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{program} must be installed in CI (tools/install-system-deps.sh)")
     pytest.skip(f"no {program} on PATH; run: bash tools/install-system-deps.sh")
-
-
-# ------------------------------------------------------------------ reference server: the engine
-
-
-@dataclass
-class ConnectionRecord:
-    """What :class:`EngineEchoServer` saw of one connection."""
-
-    version: str | None = None
-    alpn: str | None = None
-    server_name: str | None = None
-    peer_certificate: dict[str, Any] | None = None
-    received: bytearray = field(default_factory=bytearray)
-    failure: str | None = None  # the TLSError's reason, as the reactor will log it
-    peer_closed: bool = False
-    done: threading.Event = field(default_factory=threading.Event)
-
-
-class EngineEchoServer:
-    """A TLS echo server on 127.0.0.1: one thread per connection driving a ``TLSEngine``.
-
-    ``records`` lists one :class:`ConnectionRecord` per accepted connection.
-    """
-
-    def __init__(self, context: Any, *, read_size: int = 65536) -> None:
-        self.context = context
-        self.read_size = read_size
-        self.records: list[ConnectionRecord] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._listener.getsockname()[1]
-        self._threads: list[threading.Thread] = []
-        self._closing = False
-        self._accepter = threading.Thread(target=self._accept, daemon=True)
-        self._accepter.start()
-
-    def _accept(self) -> None:
-        while not self._closing:
-            try:
-                sock, _ = self._listener.accept()
-            except OSError:
-                return
-            record = ConnectionRecord()
-            self.records.append(record)
-            thread = threading.Thread(target=self._serve, args=(sock, record), daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def _serve(self, sock: socket.socket, record: ConnectionRecord) -> None:
-        engine = TLSEngine(self.context, server_side=True)
-        sock.settimeout(DEADLINE)
-        try:
-            while True:
-                data = sock.recv(self.read_size)
-                if not data:
-                    engine.feed_eof()
-                    break
-                plain = engine.feed(data)
-                if engine.want_write:
-                    sock.sendall(engine.take_output())
-                if engine.handshake_done and record.version is None:
-                    record.version = engine.version
-                    record.alpn = engine.alpn_protocol
-                    record.server_name = engine.server_name
-                    record.peer_certificate = engine.peer_certificate
-                if plain:
-                    record.received += plain
-                    sock.sendall(engine.encrypt(plain))
-                if engine.peer_closed:
-                    record.peer_closed = True
-                    sock.sendall(engine.close())
-                    break
-        except TLSError as exc:
-            record.failure = str(exc)
-            try:
-                sock.sendall(engine.take_output())  # the alert OpenSSL queued, if any
-            except OSError:
-                pass
-        except OSError as exc:
-            record.failure = f"socket: {exc}"
-        finally:
-            sock.close()
-            record.done.set()
-
-    def wait(self, count: int = 1) -> list[ConnectionRecord]:
-        """The first ``count`` connections, once each has ended."""
-        deadline = time.monotonic() + DEADLINE
-        while len(self.records) < count:
-            assert time.monotonic() < deadline, f"only {len(self.records)} connection(s) came"
-            time.sleep(0.01)
-        for record in self.records[:count]:
-            assert record.done.wait(max(0.0, deadline - time.monotonic())), "still open"
-        return self.records[:count]
-
-    def close(self) -> None:
-        self._closing = True
-        self._listener.close()
-        for thread in self._threads:
-            thread.join(DEADLINE)
-
-    def __enter__(self) -> EngineEchoServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # ------------------------------------------------------------------------- openssl s_client
@@ -428,28 +314,3 @@ def chromium_wss(
         pages.close()
     return BrowserRun(pages.reports, dom, log)
 
-
-# ---------------------------------------------------------------- reference wss server
-
-
-@contextmanager
-def websockets_echo_server(context: Any) -> Iterator[int]:
-    """A ``websockets`` (sync API) echo server over TLS on 127.0.0.1; yields its port. The
-    reference that gev-websocket with ``ssl=`` replaces."""
-    from websockets.sync.server import serve
-
-    def echo(ws: Any) -> None:
-        for message in ws:
-            ws.send(message)
-
-    server = serve(echo, "127.0.0.1", 0, ssl=context)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.socket.getsockname()[1]
-    finally:
-        server.shutdown()
-        thread.join(DEADLINE)
-
-
-Check = Callable[[], bool]
