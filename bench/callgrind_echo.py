@@ -85,7 +85,7 @@ def one_run(
     port = free_port()
     cmd = [a.format(python=python, port=port) for a in SERVERS[name]]
     tls_args = ["--tls", "--tls-ca", str(CERTFILE)] if tls else []
-    if tls:  # every server of the table takes these (gev's echo example once it serves TLS)
+    if tls:  # every TCP echo server of the table takes these (gev's: examples/echo.py)
         cmd += ["--certfile", str(CERTFILE), "--keyfile", str(KEYFILE)]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "cg.out"

@@ -80,7 +80,7 @@ def main() -> None:
     env = dict(os.environ)
     if not args.no_src_path:
         srcs = [str(p) for p in sorted((ROOT / "packages").glob("*/src"))]
-        env["PYTHONPATH"] = os.pathsep.join(srcs + [env.get("PYTHONPATH", "")])
+        env["PYTHONPATH"] = os.pathsep.join([*srcs, env.get("PYTHONPATH", "")])
     counts = {
         (n, server): instructions(args.python, env, n, server, args.size)
         for n in (args.short, args.long)

@@ -62,7 +62,11 @@ SERVERS: dict[str, dict] = {
     "gev": {
         "cmd": ["{python}", "{root}/examples/echo.py", "--port", "{port}"],
         "unix_cmd": ["{python}", "{root}/examples/echo.py", "--unix", "{unix}"],
-        "tags": {"tcp", "unix"},
+        "tls_cmd": [
+            *("{python}", "{root}/examples/echo.py", "--port", "{port}"),
+            *("--certfile", "{certfile}", "--keyfile", "{keyfile}"),
+        ],
+        "tags": {"tcp", "unix", "tls"},
     },
     # Placeholders for gev's framed servers; override with --server if the
     # example scripts end up with other names.

@@ -2,6 +2,7 @@
 
 python examples/echo.py --port 1833 --loops 1
 python examples/echo.py --unix /tmp/echo.sock
+python examples/echo.py --port 8443 --certfile cert.pem --keyfile key.pem   # over TLS
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from gev_core import Handler, Server
+from gev_core import Handler, Server, server_context
 
 
 class Echo(Handler):
@@ -23,10 +24,13 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=1833)
     parser.add_argument("--loops", type=int, default=1)
     parser.add_argument("--unix", metavar="PATH", help="serve on a Unix socket instead")
+    parser.add_argument("--certfile", metavar="PEM", help="serve TLS with this certificate")
+    parser.add_argument("--keyfile", metavar="PEM", help="the certificate's private key")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     address = f"unix:{args.unix}" if args.unix else (args.host, args.port)
-    server = Server(Echo(), address=address, num_loops=args.loops)
+    context = server_context(args.certfile, args.keyfile) if args.certfile else None
+    server = Server(Echo(), address=address, num_loops=args.loops, ssl=context)
     server.start()  # logs where it listens
 
 
