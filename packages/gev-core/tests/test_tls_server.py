@@ -26,6 +26,7 @@ from gev_core import (
     LengthFieldProtocol,
     LineProtocol,
     Server,
+    server_context,
     write_shared,
 )
 from gev_core.testing import (
@@ -173,6 +174,22 @@ def test_client_certificate_is_on_the_connection(certs: TLSCertificates) -> None
     subject = dict(item[0] for item in seen["peer_certificate"]["subject"])
     assert subject["commonName"] == "gev test client"
     assert handler.closed == 1
+
+
+def test_sni_chooses_the_certificate(certs: TLSCertificates, tmp_path: Any) -> None:
+    other = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    certs.ca.issue_cert("other.test").configure_cert(other)
+    files = certs.write(tmp_path)
+    ctx = server_context(files.cert, files.key, sni={"other.test": other})
+    handler = Recorder()
+    with serve(handler, ssl=ctx) as server:
+        for name in ("other.test", "localhost"):
+            with tls_connect(server, certs, server_hostname=name) as tls:
+                tls.sendall(b"sni")
+                assert recv_all(tls, 3) == b"sni"
+                sans = [value for _, value in tls.getpeercert()["subjectAltName"]]
+                assert (name in sans) and (("other.test" in sans) == (name == "other.test"))
+    assert [seen["server_name"] for seen in handler.connected] == ["other.test", "localhost"]
 
 
 def test_line_and_length_field_protocols_see_plaintext(certs: TLSCertificates) -> None:
