@@ -26,11 +26,24 @@ def main() -> None:
     parser.add_argument("--unix", metavar="PATH", help="serve on a Unix socket instead")
     parser.add_argument("--certfile", metavar="PEM", help="serve TLS with this certificate")
     parser.add_argument("--keyfile", metavar="PEM", help="the certificate's private key")
+    parser.add_argument(
+        "--tls-handshake-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="disconnect clients whose TLS handshake takes longer (default 10)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     address = f"unix:{args.unix}" if args.unix else (args.host, args.port)
     context = server_context(args.certfile, args.keyfile) if args.certfile else None
-    server = Server(Echo(), address=address, num_loops=args.loops, ssl=context)
+    server = Server(
+        Echo(),
+        address=address,
+        num_loops=args.loops,
+        ssl=context,
+        tls_handshake_timeout=args.tls_handshake_timeout,
+    )
     server.start()  # logs where it listens
 
 
