@@ -24,6 +24,7 @@ from gev_core import Connection, Handler, get_plugin_manager
 from gev_core.testing import (
     TLSCertificates,
     TLSFiles,
+    connect,
     serve,
     tls_certificates,
     tls_connect,
@@ -271,6 +272,29 @@ def test_pubsub_publishes_to_tls_subscribers(certs: TLSCertificates) -> None:
                     assert c.recv(timeout=DEADLINE) == "re: own"
     finally:
         hub.close()
+
+
+def test_proxy_protocol_header_comes_before_tls(certs: TLSCertificates) -> None:
+    gev_proxy_protocol = pytest.importorskip("gev_proxy_protocol")
+    peers: list[tuple[str, Any, str | None]] = []
+
+    class Peer(Echo):
+        def on_connect(self, conn: Connection) -> None:
+            peers.append((conn.peer_addr, conn.proxy_address, conn.tls_version))
+
+    pm = get_plugin_manager(autoload=False)
+    with serve(Peer(), ssl=certs.server_context(), plugins=pm) as server:
+        server.set_preamble(gev_proxy_protocol.ProxyProtocol(trusted=["127.0.0.0/8"]))
+        raw = connect(server)
+        # The PROXY header in plaintext, then the TLS handshake on the same connection.
+        raw.sendall(b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 1833\r\n")
+        with certs.client_context().wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"behind a proxy")
+            assert tls.recv(100) == b"behind a proxy"
+    ((peer, proxy, version),) = peers
+    assert peer == "203.0.113.7:40000"
+    assert proxy is not None and proxy[0] == "127.0.0.1"
+    assert version == "TLSv1.3"
 
 
 def test_idle_tls_connections_are_reaped(certs: TLSCertificates) -> None:
