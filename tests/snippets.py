@@ -586,8 +586,7 @@ class PageRun:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise SnippetError(
                         f"{block.where}: not listening on {ports + sockets or 'a documented port'}"
-                        f" (exit status {proc.poll()}):\n"
-                        + log.read_text()[-3000:]
+                        f" (exit status {proc.poll()}):\n" + log.read_text()[-3000:]
                     )
                 time.sleep(0.1)
             return

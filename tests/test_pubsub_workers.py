@@ -21,7 +21,7 @@ from .conftest import ROOT, free_port, wait_port
 sync = pytest.importorskip("websockets.sync.client")
 pytest.importorskip("gev_websocket")
 pytest.importorskip("redis")
-from gev_pubsub.testing import RedisServer, redis_server_path  # noqa: E402
+from gev_core.testing import RedisServer, redis_server_path  # noqa: E402
 
 
 @pytest.fixture

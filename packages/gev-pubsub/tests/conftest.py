@@ -5,7 +5,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from gev_pubsub.testing import RedisServer, redis_server_path
+from gev_core.testing import RedisServer, redis_server_path
 
 # The tests import their shared helpers (pubsub_support) by name.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

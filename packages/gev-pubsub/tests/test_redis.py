@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 from gev_core import LineProtocol
-from gev_core.testing import serve
+from gev_core.testing import RedisServer, serve
 from gev_pubsub import PubSub, RedisBridge
-from gev_pubsub.testing import RedisServer
 from pubsub_support import DEADLINE, LineReader, Subscribing, subscriber, wait_for
 
 pytest.importorskip("redis")

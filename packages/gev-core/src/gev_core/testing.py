@@ -10,6 +10,9 @@ not auto-loaded (no ``pytest11`` entry point), so it never touches unrelated tes
 * :func:`tls_certificates` makes a throwaway CA and certificates (with ``trustme``, a test
   dependency: ``pip install trustme``) and the matching server and client ``ssl.SSLContext``;
   :func:`tls_connect` is a blocking TLS client. Fixture: ``gev_tls``.
+* :class:`RedisServer` runs a real, throwaway ``redis-server`` on an ephemeral loopback port,
+  for handlers and plugins that talk to Redis (the ``gev_redis_server`` fixture skips without
+  one, and fails under ``CI=true``).
 """
 
 from __future__ import annotations
@@ -18,11 +21,17 @@ import base64
 import contextlib
 import hashlib
 import os
+import shutil
+import signal
 import socket
 import ssl
+import subprocess
+import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 from ._bind import parse_address
@@ -32,11 +41,13 @@ from ._sslcontext import client_context, server_context
 
 __all__ = [
     "FakeConnection",
+    "RedisServer",
     "TLSCertificates",
     "TLSFiles",
     "connect",
     "feed",
     "recv_exactly",
+    "redis_server_path",
     "serve",
     "tls_certificates",
     "tls_connect",
@@ -371,6 +382,144 @@ def feed(
     return handler.messages, bytes(conn.written)
 
 
+# ---------------------------------------------------------------------------- redis-server
+
+
+def redis_server_path() -> str | None:
+    """Where ``redis-server`` is (on ``PATH``), or ``None``."""
+    return shutil.which("redis-server")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A ``redis-server`` child process on 127.0.0.1, in a temporary directory.
+
+    ::
+
+        with RedisServer() as redis:      # raises if redis-server is missing
+            client = redis_client(redis.url)
+            ...
+            redis.stop()                  # Redis goes away (SIGKILL: nothing is saved)
+            redis.start()                 # and comes back, empty, on the same port
+
+    Persistence is off (no RDB, no AOF), as for a cache: a restart loses every entry.
+
+    :param port: the port; 0 picks a free one (kept across :meth:`stop` / :meth:`start`).
+    :param executable: the ``redis-server`` binary (default: found on ``PATH``).
+    :raises FileNotFoundError: no ``redis-server``.
+    """
+
+    def __init__(self, port: int = 0, executable: str | None = None) -> None:
+        path = executable or redis_server_path()
+        if path is None:
+            raise FileNotFoundError("redis-server is not installed (apt-get install redis-server)")
+        self.executable = path
+        self.port = port or _free_port()
+        self._dir = tempfile.mkdtemp(prefix="gev-redis-")
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log = os.path.join(self._dir, "redis.log")
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:PORT/0``."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        """True while the process runs."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start it (again) and wait until it answers ``PING``.
+
+        :raises RuntimeError: it did not answer within ``timeout`` seconds.
+        """
+        if self.running:
+            return
+        args = [
+            self.executable,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", self._dir,
+            "--save", "",
+            "--appendonly", "no",
+            "--daemonize", "no",
+            "--logfile", self._log,
+        ]  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while True:
+            self._proc = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+            if self._wait_ready(deadline):
+                return
+            # The port may still be held by the previous instance's closing sockets: retry.
+            self._proc.kill()
+            self._proc.wait()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start on port {self.port}: {self.log()}")
+            time.sleep(0.1)
+
+    def _wait_ready(self, deadline: float) -> bool:
+        assert self._proc is not None
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                return False
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(64).startswith(b"+PONG"):
+                        return True
+            except OSError:
+                pass
+            time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        """Kill it at once (SIGKILL: no shutdown, nothing saved) and wait until it is gone."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+        if proc is not None and proc.stderr is not None:
+            proc.stderr.close()
+        self._proc = None
+
+    def log(self) -> str:
+        """What redis-server logged (the last 2000 characters)."""
+        try:
+            with open(self._log, errors="replace") as f:
+                return f.read()[-2000:]
+        except OSError:
+            return ""
+
+    def close(self) -> None:
+        """Stop it and remove its directory."""
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
 # ---------------------------------------------------------------------------- pytest plugin
 
 try:
@@ -405,3 +554,14 @@ if pytest is not None:
         yield _connect
         for sock in socks:
             sock.close()
+
+    @pytest.fixture
+    def gev_redis_server() -> Iterator[RedisServer]:
+        """A fresh :class:`RedisServer`, stopped after the test. Skipped without
+        ``redis-server`` on ``PATH``; under ``CI=true`` that fails instead."""
+        if redis_server_path() is None:
+            if os.environ.get("CI", "").lower() == "true":
+                pytest.fail("redis-server must be installed in CI (tools/install-system-deps.sh)")
+            pytest.skip("no redis-server on PATH (apt-get install redis-server)")
+        with RedisServer() as server:
+            yield server
