@@ -5,6 +5,8 @@
     python bench/callgrind_echo.py --mode ws --servers gev-ws,picows --size 4096
     python bench/callgrind_echo.py --python ENV/bin/python --no-src-path   # installed wheels
     python bench/callgrind_echo.py --tls --servers asyncio,uvloop          # TLS 1.3 echo
+    python bench/callgrind_echo.py --mode pbframe --conns 200 \
+        --servers gev-sleep-async,uvloop-sleep-async --baseline uvloop-sleep-async
 
 Wall-clock numbers on a shared 2-core machine swing by +-30 %; instruction counts do not. Each
 server runs under ``valgrind --tool=callgrind`` twice, driven by bench's native loadgen for a
@@ -56,6 +58,40 @@ SERVERS = {
         ]
         for state in ("on", "on-1h", "off", "none", "count")
     },
+    # The 1 ms-sleep service (--mode pbframe): instructions per request answered after work in
+    # a thread pool or a coroutine, every thread of the server counted.
+    "gev-sleep-thread": [
+        "{python}",
+        str(BENCH / "servers" / "gev_sleep.py"),
+        "--work",
+        "thread",
+        "--port",
+        "{port}",
+    ],
+    "gev-sleep-async": [
+        "{python}",
+        str(BENCH / "servers" / "gev_sleep.py"),
+        "--work",
+        "async",
+        "--port",
+        "{port}",
+    ],
+    "uvloop-sleep-thread": [
+        "{python}",
+        str(BENCH / "servers" / "uvloop_sleep.py"),
+        "--work",
+        "thread",
+        "--port",
+        "{port}",
+    ],
+    "uvloop-sleep-async": [
+        "{python}",
+        str(BENCH / "servers" / "uvloop_sleep.py"),
+        "--work",
+        "async",
+        "--port",
+        "{port}",
+    ],
 }
 
 

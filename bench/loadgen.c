@@ -32,6 +32,13 @@
  * the server verified against --tls-ca when given, then the same messages
  * through SSL_write/SSL_read, verified the same way.
  *
+ * --latency records every round trip completed inside the measured window
+ * (from the moment a message is queued for sending to the moment its echo
+ * has fully arrived and been verified) in a log-linear histogram: exact
+ * below 128 ns, then 64 buckets per power of two (under 1.6 % relative
+ * error), and reports p50/p90/p99/p99.9/max/mean.  It costs one
+ * clock_gettime() per message sent and one per message received.
+ *
  * Build: gcc -O2 -Wall -Wextra -o loadgen loadgen.c
  *        gcc -O2 -Wall -Wextra -DWITH_TLS -o loadgen loadgen.c -lssl -lcrypto
  */
@@ -79,6 +86,7 @@ static int opt_mode = MODE_RAW;
 static int opt_proto = MODE_RAW;       /* protocol actually spoken */
 static int opt_json = 0;
 static int opt_markers = 0;
+static int opt_latency = 0;
 static double opt_connect_timeout = 30.0;
 static int opt_tls = 0;
 static const char *opt_tls_ca = NULL;          /* verify the server against this PEM */
@@ -245,6 +253,8 @@ static void ws_accept_for(const char *key, char out[29])
     base64(dig, 20, out);
 }
 
+static int hist_selftest(void);
+
 static int selftest(void)
 {
     char acc[29];
@@ -270,6 +280,7 @@ static int selftest(void)
         fprintf(stderr, "ws accept wrong: %s\n", acc);
         bad = 1;
     }
+    bad |= hist_selftest();
     printf("selftest %s\n", bad ? "FAILED" : "ok");
     return bad;
 }
@@ -370,6 +381,7 @@ typedef struct {
     uint64_t tx_seq;        /* next message to send */
     uint64_t rx_seq;        /* next message expected */
     uint64_t done_window;   /* messages completed inside the window */
+    double *sent;           /* --latency: send time of message seq, at [seq % inflight] */
     size_t rx_off;          /* raw/pb: offset in current message */
     /* ws receive state */
     uint8_t hdr[14];
@@ -531,12 +543,118 @@ static void queue_ws_frame(conn_t *c, int opcode, const uint8_t *payload,
     c->out_len += h + len;
 }
 
+/* ------------------------------------------------------------------ */
+/* latency histogram (--latency)                                       */
+
+#define HIST_BUCKETS (64 * 64)
+static uint64_t hist[HIST_BUCKETS];
+static uint64_t hist_count;
+static uint64_t hist_max_ns;
+static double hist_sum_ns;
+
+/* Log-linear: v < 128 exactly; above, the 7 leading bits of v (64..127)
+ * select one of 64 buckets per power of two. */
+static int hist_index(uint64_t v)
+{
+    if (v < 128) return (int)v;
+    int msb = 63 - __builtin_clzll(v);
+    int shift = msb - 6;
+    return shift * 64 + (int)(v >> shift);
+}
+
+/* Lower bound and width of bucket i, in ns. */
+static void hist_bucket(int i, double *lo, double *width)
+{
+    if (i < 128) {
+        *lo = i;
+        *width = 1;
+        return;
+    }
+    int shift = i / 64 - 1;
+    uint64_t m = (uint64_t)(i - shift * 64);
+    *lo = (double)(m << shift);
+    *width = (double)((uint64_t)1 << shift);
+}
+
+static void hist_add(double seconds)
+{
+    uint64_t ns = seconds > 0 ? (uint64_t)(seconds * 1e9 + 0.5) : 0;
+    int i = hist_index(ns);
+    if (i >= HIST_BUCKETS) i = HIST_BUCKETS - 1;
+    hist[i]++;
+    hist_count++;
+    hist_sum_ns += (double)ns;
+    if (ns > hist_max_ns) hist_max_ns = ns;
+}
+
+/* The q-quantile (0 < q <= 1) in microseconds: the middle of the bucket
+ * holding the ceil(q * count)-th smallest round trip. */
+static double hist_quantile_us(double q)
+{
+    if (hist_count == 0) return 0;
+    uint64_t rank = (uint64_t)(q * (double)hist_count);
+    if ((double)rank < q * (double)hist_count) rank++;
+    if (rank == 0) rank = 1;
+    uint64_t seen = 0;
+    for (int i = 0; i < HIST_BUCKETS; i++) {
+        seen += hist[i];
+        if (seen >= rank) {
+            double lo, width;
+            hist_bucket(i, &lo, &width);
+            double mid = lo + (width - 1) / 2;
+            if (mid > (double)hist_max_ns) mid = (double)hist_max_ns;
+            return mid / 1e3;
+        }
+    }
+    return (double)hist_max_ns / 1e3;
+}
+
+/* Every value falls in its bucket; quantiles of 1..N us come out within
+ * the bucket precision. */
+static int hist_selftest(void)
+{
+    int bad = 0;
+    uint64_t probes[] = {0, 1, 127, 128, 129, 255, 256, 1000, 65535, 65536,
+                         999999, 123456789, 60000000000ULL};
+    for (size_t k = 0; k < sizeof probes / sizeof probes[0]; k++) {
+        double lo, width;
+        int i = hist_index(probes[k]);
+        hist_bucket(i, &lo, &width);
+        if ((double)probes[k] < lo || (double)probes[k] >= lo + width ||
+            width > 1 + (double)probes[k] / 64) {
+            fprintf(stderr, "histogram: %llu in bucket %d [%.0f, +%.0f)\n",
+                    (unsigned long long)probes[k], i, lo, width);
+            bad = 1;
+        }
+    }
+    for (int v = 1; v <= 100000; v++) hist_add((double)v * 1e-6);
+    double want[] = {0.50, 50000, 0.99, 99000, 0.999, 99900};
+    for (int k = 0; k < 6; k += 2) {
+        double got = hist_quantile_us(want[k]);
+        if (got < want[k + 1] * 0.98 || got > want[k + 1] * 1.02) {
+            fprintf(stderr, "histogram: q%.3f = %.1f us, want about %.0f\n", want[k], got,
+                    want[k + 1]);
+            bad = 1;
+        }
+    }
+    if (hist_count != 100000 || hist_max_ns != 100000000ULL) {
+        fprintf(stderr, "histogram: count %llu max %llu\n", (unsigned long long)hist_count,
+                (unsigned long long)hist_max_ns);
+        bad = 1;
+    }
+    memset(hist, 0, sizeof hist);
+    hist_count = hist_max_ns = 0;
+    hist_sum_ns = 0;
+    return bad;
+}
+
 static uint8_t *scratch;   /* opt_size bytes */
 
 /* Appends message c->tx_seq to the output buffer (does not flush). */
 static void queue_message(conn_t *c, uint32_t ci)
 {
     uint64_t seq = c->tx_seq++;
+    if (opt_latency) c->sent[seq % (uint64_t)opt_inflight] = now_s();
     if (opt_proto == MODE_WS) {
         gen_payload(ci, seq, scratch);
         queue_ws_frame(c, 2, scratch, opt_size);
@@ -551,6 +669,8 @@ static void queue_message(conn_t *c, uint32_t ci)
 
 static void message_done(conn_t *c, uint32_t ci)
 {
+    if (opt_latency && counting)
+        hist_add(now_s() - c->sent[c->rx_seq % (uint64_t)opt_inflight]);
     c->rx_seq++;
     total_msgs++;
     if (counting) {
@@ -1074,6 +1194,7 @@ static void usage(FILE *f)
         "  --tls-servername N   SNI and verified name (localhost)\n"
         "  --tls-version V      1.3 (default) or 1.2\n"
         "  --markers            print 'window-start'/'window-end' lines\n"
+        "  --latency            record each round trip; report p50/p90/p99/p99.9/max\n"
         "  --json               print one JSON object with the results\n"
         "  --selftest           check SHA-1/base64/accept and exit\n");
 }
@@ -1121,6 +1242,7 @@ int main(int argc, char **argv)
         {"tls-servername", required_argument, 0, 'N'},
         {"tls-version", required_argument, 0, 'V'},
         {"markers", no_argument, 0, 'M'},
+        {"latency", no_argument, 0, 'L'},
         {"json", no_argument, 0, 'j'},
         {"selftest", no_argument, 0, 'X'},
         {"help", no_argument, 0, 'H'},
@@ -1161,6 +1283,7 @@ int main(int argc, char **argv)
             }
             break;
         case 'M': opt_markers = 1; break;
+        case 'L': opt_latency = 1; break;
         case 'j': opt_json = 1; break;
         case 'X': return selftest();
         case 'H': usage(stdout); return 0;
@@ -1235,6 +1358,7 @@ int main(int argc, char **argv)
     conns = calloc((size_t)opt_conns, sizeof *conns);
     if (!conns) fail("out of memory");
     for (int i = 0; i < opt_conns; i++) {
+        if (opt_latency) conns[i].sent = calloc((size_t)opt_inflight, sizeof(double));
         conns[i].fd = -1;
         conns[i].state = ST_WAIT;
     }
@@ -1378,13 +1502,21 @@ int main(int argc, char **argv)
                "\"seconds\": %.6f, \"messages\": %llu, \"msgs_per_sec\": %.1f, "
                "\"mbytes_per_sec\": %.3f, \"per_conn_min\": %llu, "
                "\"per_conn_max\": %llu, \"client_cpu\": %.4f, "
-               "\"connect_seconds\": %.3f, \"total_messages\": %llu, "
-               "\"errors\": 0}\n",
+               "\"connect_seconds\": %.3f, \"total_messages\": %llu, ",
                mode_name(opt_mode), opt_conns, opt_size, opt_inflight, secs,
                (unsigned long long)window_msgs, rate,
                rate * (double)wire / 1e6, (unsigned long long)cmin,
                (unsigned long long)cmax, ccpu, t_conn,
                (unsigned long long)total_msgs);
+        if (opt_latency)
+            printf("\"latency_us\": {\"count\": %llu, \"mean\": %.1f, \"p50\": %.1f, "
+                   "\"p90\": %.1f, \"p99\": %.1f, \"p999\": %.1f, \"max\": %.1f}, ",
+                   (unsigned long long)hist_count,
+                   hist_count ? hist_sum_ns / (double)hist_count / 1e3 : 0.0,
+                   hist_quantile_us(0.50), hist_quantile_us(0.90),
+                   hist_quantile_us(0.99), hist_quantile_us(0.999),
+                   (double)hist_max_ns / 1e3);
+        printf("\"errors\": 0}\n");
     } else {
         printf("mode %s, %d conns, %zu B, %d in flight\n", mode_name(opt_mode),
                opt_conns, opt_size, opt_inflight);
@@ -1395,6 +1527,14 @@ int main(int argc, char **argv)
         printf("  per conn    min %llu max %llu\n", (unsigned long long)cmin,
                (unsigned long long)cmax);
         printf("  client cpu  %.0f%%\n", ccpu * 100);
+        if (opt_latency)
+            printf("  latency     p50 %.1f us  p90 %.1f us  p99 %.1f us  p99.9 %.1f us  "
+                   "max %.1f us  mean %.1f us (%llu round trips)\n",
+                   hist_quantile_us(0.50), hist_quantile_us(0.90),
+                   hist_quantile_us(0.99), hist_quantile_us(0.999),
+                   (double)hist_max_ns / 1e3,
+                   hist_count ? hist_sum_ns / (double)hist_count / 1e3 : 0.0,
+                   (unsigned long long)hist_count);
         printf("  errors      0\n");
     }
     fflush(stdout);

@@ -56,6 +56,8 @@ BUILD = BENCH / ".build"
 #   unix: raw byte echo on a Unix socket, with "unix_cmd" ({unix}: its path)
 #   tls: byte echo over TLS, with "tls_cmd" (or a "cmd" that is TLS itself)
 #   proxy: a TCP proxy to 127.0.0.1:{upstream}, where the driver runs c_echo
+#   sleep: the 1 ms-sleep service (bench/servers/sleep_common.py): pbframe frames answered
+#          after a piece of work in a thread pool (thread) or a coroutine (async)
 # A raw byte echo also echoes pb frames unchanged, so the reference TCP
 # servers are tagged pb as a no-parsing ceiling for the framing scenarios.
 SERVERS: dict[str, dict] = {
@@ -148,6 +150,62 @@ SERVERS: dict[str, dict] = {
         "cmd": ["{python}", "{bench}/servers/wsproto_asyncio_echo.py", "--port", "{port}"],
         "tags": {"ws"},
     },
+    # The 1 ms-sleep service: gev's offload pool and async handlers against asyncio + uvloop
+    # doing the same work the same way (32 threads for the thread variants).
+    "gev-sleep-thread": {
+        "cmd": [
+            "{python}",
+            "{bench}/servers/gev_sleep.py",
+            "--work",
+            "thread",
+            "--threads",
+            "32",
+            "--port",
+            "{port}",
+        ],
+        "tags": {"sleep"},
+    },
+    "gev-sleep-async": {
+        "cmd": ["{python}", "{bench}/servers/gev_sleep.py", "--work", "async", "--port", "{port}"],
+        "tags": {"sleep"},
+    },
+    "uvloop-sleep-thread": {
+        "cmd": [
+            "{python}",
+            "{bench}/servers/uvloop_sleep.py",
+            "--work",
+            "thread",
+            "--threads",
+            "32",
+            "--port",
+            "{port}",
+        ],
+        "tags": {"sleep"},
+    },
+    "uvloop-sleep-async": {
+        "cmd": [
+            "{python}",
+            "{bench}/servers/uvloop_sleep.py",
+            "--work",
+            "async",
+            "--port",
+            "{port}",
+        ],
+        "tags": {"sleep"},
+    },
+    "uvloop-sleep-streams": {
+        "cmd": [
+            "{python}",
+            "{bench}/servers/uvloop_sleep.py",
+            "--work",
+            "async",
+            "--style",
+            "streams",
+            "--port",
+            "{port}",
+        ],
+        "tags": {"sleep"},
+    },
 }
 
 # The cost of gev-metrics: the same echo with the plugin enabled, loaded but off, and absent,
@@ -169,7 +227,8 @@ class Scenario:
     conns: int
     size: int
     inflight: int
-    needs: str  # server tag required: tcp | ws | pb | unix | tls | proxy | any
+    needs: str  # server tag required: tcp | ws | pb | unix | tls | proxy | sleep | any
+    latency: bool = False  # loadgen --latency: p50/p99 of the round trips
 
     @property
     def unix(self) -> bool:
@@ -193,7 +252,9 @@ class Scenario:
         over = " over a Unix socket" if self.unix else ""
         over += " over TLS 1.3" if self.tls else ""
         over += " through the proxy to a C echo" if self.proxy else ""
-        return f"{self.mode}: {self.conns} conns, {self.size} B{k}{over}"
+        what = "1 ms of work per request, " if self.needs == "sleep" else ""
+        lat = ", latency recorded" if self.latency else ""
+        return f"{what}{self.mode}: {self.conns} conns, {self.size} B{k}{over}{lat}"
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -217,12 +278,23 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("proxy50x64", "raw", 50, 64, 1, "proxy"),
         Scenario("proxy50x4k", "raw", 50, 4096, 1, "proxy"),
         Scenario("memory", "hold", 10000, 32, 1, "any"),
+        Scenario("sleep1000", "pbframe", 1000, 64, 1, "sleep", latency=True),
+        Scenario("sleep1000x8", "pbframe", 1000, 64, 8, "sleep", latency=True),
     ]
 }
 # Not run unless asked for: memory (slow), 1000x64 (for the idle-reaping overhead comparison)
-# and the connection-scaling points of the charts (2000x64, ws500x64, ws2000x64), and the
-# Unix-socket echo (recorded next to TCP loopback when asked for).
-EXTRA_SCENARIOS = ("memory", "1000x64", "2000x64", "ws500x64", "ws2000x64")
+# and the connection-scaling points of the charts (2000x64, ws500x64, ws2000x64), the
+# Unix-socket echo (recorded next to TCP loopback when asked for), and the 1 ms-sleep service
+# (its own servers: --servers gev-sleep-async,uvloop-sleep-async ...).
+EXTRA_SCENARIOS = (
+    "memory",
+    "1000x64",
+    "2000x64",
+    "ws500x64",
+    "ws2000x64",
+    "sleep1000",
+    "sleep1000x8",
+)
 # TLS and proxy scenarios also run only when named (their servers are apart).
 DEFAULT_SCENARIOS = [
     s
@@ -560,6 +632,8 @@ class RunResult:
     rss_after: int = 0
     bytes_per_conn: float = 0.0
     held: int = 0
+    p50_us: float = 0.0
+    p99_us: float = 0.0
     extra: dict = field(default_factory=dict)
 
 
@@ -671,6 +745,8 @@ class Runner:
             cmd += ["--duration", str(a.hold_timeout), "--connect-timeout", str(a.hold_timeout)]
         else:
             cmd += ["--duration", str(a.duration), "--warmup", str(a.warmup), "--markers"]
+        if sc.latency:
+            cmd.append("--latency")
         return cmd
 
     def run_one(self, name: str, sc: Scenario, rnd: int) -> RunResult:
@@ -745,6 +821,9 @@ class Runner:
         res.messages = j["messages"]
         res.msgs_per_sec = j["msgs_per_sec"]
         res.per_conn_min, res.per_conn_max = j["per_conn_min"], j["per_conn_max"]
+        latency = j.get("latency_us")
+        if latency:
+            res.p50_us, res.p99_us = latency["p50"], latency["p99"]
         res.server_cpu_s = (u1 - u0) + (k1 - k0)
         if res.messages:
             res.us_per_msg = res.server_cpu_s / res.messages * 1e6
@@ -889,11 +968,16 @@ def report_scenario(
         bok = [r for r in rows[baseline] if r.ok]
         if bok:
             base = (median([r.msgs_per_sec for r in bok]), median([r.us_per_msg for r in bok]))
-    hdr = (
-        "| server | msgs/s (median) | min-max | server CPU µs/msg | min-max | "
+    hdr = "| server | msgs/s (median) | min-max | "
+    sep = "|---|---:|---:|"
+    if sc.latency:
+        hdr += "p50 µs | p99 µs | p99 min-max | "
+        sep += "---:|---:|---:|"
+    hdr += (
+        "server CPU µs/msg | min-max | "
         "user µs/msg | sys µs/msg | server CPU | client CPU | other CPU |"
     )
-    sep = "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    sep += "---:|---:|---:|---:|---:|---:|---:|"
     if base:
         hdr += f" msgs/s vs {baseline} | µs/msg vs {baseline} | paired vs {baseline} |"
         sep += "---:|---:|---:|"
@@ -912,8 +996,14 @@ def report_scenario(
         flag = CLIENT_BOUND_MARK if m_cli >= CLIENT_BOUND else ""
         if flag:
             flagged = True
-        line = (
-            f"| {s} | {fmt_rate(m_rate)}{flag} | {fmt_rate(min(rate))}-{fmt_rate(max(rate))} | "
+        line = f"| {s} | {fmt_rate(m_rate)}{flag} | {fmt_rate(min(rate))}-{fmt_rate(max(rate))} | "
+        if sc.latency:
+            p99 = [r.p99_us for r in ok]
+            line += (
+                f"{median([r.p50_us for r in ok]):,.0f} | {median(p99):,.0f} | "
+                f"{min(p99):,.0f}-{max(p99):,.0f} | "
+            )
+        line += (
             f"{fmt_us(m_us)} | {fmt_us(min(us))}-{fmt_us(max(us))} | "
             f"{fmt_us(median([r.user_us_per_msg for r in ok]))} | "
             f"{fmt_us(median([r.sys_us_per_msg for r in ok]))} | "
@@ -1203,6 +1293,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"srv {r.server_util * 100:3.0f}%  cli {r.client_util * 100:3.0f}%  "
                     f"other {r.other_util * 100:3.0f}%"
                 )
+                if sc.latency:
+                    status += f"  p50 {r.p50_us:,.0f} us  p99 {r.p99_us:,.0f} us"
             log(f"[{i}/{len(plan)}] r{rnd} {sc.name:9s} {s:12s} {status}")
     finally:
         kill_all()

@@ -3,9 +3,13 @@
 import argparse
 import resource
 import ssl
+from collections.abc import Callable
 
 
-def parse_args(description: str) -> argparse.Namespace:
+def parse_args(
+    description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None
+) -> argparse.Namespace:
+    """``--host``, ``--port`` or ``--unix``, ``--backlog``; ``extra(parser)`` adds more."""
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--host", default="127.0.0.1")
     where = ap.add_mutually_exclusive_group(required=True)
@@ -14,6 +18,8 @@ def parse_args(description: str) -> argparse.Namespace:
     ap.add_argument("--backlog", type=int, default=4096)
     ap.add_argument("--certfile", help="serve TLS with this certificate (PEM)")
     ap.add_argument("--keyfile", help="its private key (PEM)")
+    if extra is not None:
+        extra(ap)
     return ap.parse_args()
 
 
