@@ -15,6 +15,7 @@ import queue
 import random
 import threading
 import time
+import weakref
 
 import pytest
 from gev_core import ConnectionClosed, LineProtocol
@@ -589,6 +590,42 @@ def test_a_disconnect_cancels_the_connections_coroutines(service, loop_kind):
     conn.jobs.run_coroutine(never_started())  # dropped: closed, never awaited
     wait_for(lambda: seen == ["cancelled"], what="the cancellation")
     assert loop.idle and conn.written == b""
+
+
+def test_a_connection_gone_mid_job_leaves_nothing_in_a_reference_cycle(service, loop_kind):
+    """Once the connection drops its jobs object (after on_close), that object is freed by
+    reference counting alone as soon as the jobs still running on other threads return."""
+    svc = service(asyncio_loop=loop_kind)
+    gate = threading.Event()
+    started = threading.Event()
+    release = asyncio.Event()
+
+    def blocking():
+        started.set()
+        gate.wait(DEADLINE)
+        return "late"
+
+    async def waiting():
+        await release.wait()
+        return "late too"
+
+    gc.collect()
+    gc.disable()
+    try:
+        conn = FakeConn(svc, ManualLoop())
+        conn.jobs.offload(blocking)
+        conn.jobs.run_coroutine(waiting())
+        assert started.wait(DEADLINE)
+        # The jobs object refers to its connection: once it is freed, so is the connection.
+        gone = weakref.ref(conn)
+        conn._abort()  # the peer went away; on_close ran; the connection lets go
+        conn._jobs = None
+        del conn
+        gate.set()
+        svc.started_companion.loop.call_soon_threadsafe(release.set)
+        wait_for(lambda: gone() is None, what="the jobs object freed without gc")
+    finally:
+        gc.enable()
 
 
 def test_close_after_replies_waits_for_what_is_owed(service):

@@ -151,7 +151,8 @@ class Job:
     )
 
     def __init__(self, owner: ConnectionJobs, role: int, seq: int) -> None:
-        self.owner = owner
+        #: None once the connection went away while this job ran (no cycle job <-> owner).
+        self.owner: ConnectionJobs | None = owner
         self.role = role
         #: Place in the reply order (-1: no reply).
         self.seq = seq
@@ -226,12 +227,15 @@ class Job:
     def _done(self, ok: bool, value: Any) -> None:
         self.ok = ok
         self.value = value
+        owner = self.owner
+        if owner is None:
+            return  # the connection went away
         if self.role == _CLOSE:
             # The connection is gone, possibly its loop too: report here, on this thread.
             if not ok and not isinstance(value, asyncio.CancelledError):
-                logger.error("on_close failed for %r", self.owner.target, exc_info=value)
+                logger.error("on_close failed for %r", owner.target, exc_info=value)
             return
-        self.owner._post(self)
+        owner._post(self)
 
     def describe(self) -> str:
         if self.role == _CONNECT:
@@ -260,7 +264,6 @@ class ConnectionJobs:
     """
 
     __slots__ = (
-        "__weakref__",
         "_barrier",
         "_busy",
         "_cancelled",
@@ -415,7 +418,8 @@ class ConnectionJobs:
         if order.idle:
             self.target._write(data)
             return
-        order.complete(order.reserve(), (_FRAMED, data))
+        # Held: it must not change (or point into a buffer that will) meanwhile.
+        order.complete(order.reserve(), (_FRAMED, data if type(data) is bytes else bytes(data)))
         self._update()
 
     def reply(self, value: Any) -> None:
@@ -451,13 +455,14 @@ class ConnectionJobs:
         dying = self._dying
         for job in self._running:
             job.cancelled = True
+            job.owner = None  # what it hands back goes nowhere; and no cycle through it
             if job.kind == COROUTINE:
                 dying.append(job)
         self._running.clear()
         self._barrier = None
         waiting = self._waiting
         if waiting:
-            self._waiting = _NOT_WAITING
+            # Kept: a wake-up already on its way is passed on to the same runner.
             self._service.forget(self, waiting)
         if dying:
             try:
