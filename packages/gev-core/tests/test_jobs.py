@@ -101,6 +101,15 @@ class FakeConn:
         self.closed = self.closed or "abort"
         self._jobs.cancel()
 
+    def _jobs_write(self, data):
+        self._write(data)
+
+    def _jobs_close(self):
+        self._close()
+
+    def _jobs_fail(self):
+        self._abort()
+
     def _jobs_state(self, busy, hold):
         self._seen()
         self.busy, self.hold = busy, hold
@@ -809,13 +818,27 @@ def test_async_handler_passes_whatever_arguments_the_protocol_gives(service):
     loop.run_until(lambda: conn.lines() == [b"abab"])
 
 
-def test_async_handler_needs_a_coroutine_on_message():
+def test_async_handler_needs_a_coroutine_callback():
     class Plain:
         def on_message(self, conn, ctx, data):
             return data
 
     with pytest.raises(TypeError):
         AsyncHandler(Plain())
+
+
+def test_async_handler_keeps_a_plain_on_message_beside_an_async_on_connect():
+    class Session:
+        def on_message(self, conn, ctx, data):
+            return data
+
+        async def on_connect(self, conn):
+            pass
+
+    app = Session()
+    handler = AsyncHandler(app)
+    assert handler.on_message == app.on_message
+    assert handler.on_message(None, None, b"x") == b"x"
 
 
 # ---------------------------------------------------------------------- a real gev loop

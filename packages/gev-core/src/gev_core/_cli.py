@@ -244,6 +244,44 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
         metavar="MODE",
         help="permissions of the unix: socket file, in octal (e.g. 660; default: the umask's)",
     )
+    offload = serve.add_argument_group(
+        "handlers that block or await",
+        "conn.offload() and async def callbacks (see the Server's parameters)",
+    )
+    offload.add_argument(
+        "--offload-threads",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="threads of the offload pool (default: min(32, CPUs + 4))",
+    )
+    offload.add_argument(
+        "--offload-queue",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="jobs waiting for an offload thread, server-wide (default 1024)",
+    )
+    offload.add_argument(
+        "--max-pending",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="replies one connection may owe before it stops reading (default 32)",
+    )
+    offload.add_argument(
+        "--max-tasks",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="coroutines running at once on the asyncio companion (default 10000)",
+    )
+    offload.add_argument(
+        "--asyncio-loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default=None,
+        help="the asyncio companion's event loop (default auto: uvloop when installed)",
+    )
     serve.add_argument(
         "--app-dir",
         default=None,

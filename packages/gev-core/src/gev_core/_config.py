@@ -66,6 +66,11 @@ def default_port_sharing(address: str | tuple[str, int] = DEFAULT_ADDRESS) -> st
     return "inherit"
 
 
+#: ``gev serve`` options that are :class:`~gev_core.Server` parameters for handlers that block
+#: or await (``--offload-threads`` ...): taken from ``options`` when set.
+OFFLOAD_OPTIONS = ("offload_threads", "offload_queue", "max_pending", "max_tasks", "asyncio_loop")
+
+
 @dataclass
 class ServeConfig:
     """Everything ``gev serve`` (and :func:`~gev_core.serve_workers`) serves with.
@@ -242,6 +247,10 @@ class ServeConfig:
         if self.certfile is not None:
             kwargs["ssl"] = self.ssl_context()
             kwargs["tls_handshake_timeout"] = self.tls_handshake_timeout
+        for key in OFFLOAD_OPTIONS:
+            value = self.options.get(key)
+            if value is not None:
+                kwargs[key] = value
         options: dict[str, Any] = {
             "app": self.app,
             "protocol": list(self.protocols) or None,

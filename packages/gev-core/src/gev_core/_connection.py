@@ -96,6 +96,7 @@ from ._stats import (
 from ._tls import TLSEngine
 
 if TYPE_CHECKING:
+    from ._jobs import ConnectionJobs
     from ._loop import EventLoop, TimerHandle
 
 logger = logging.getLogger("gev")
@@ -206,12 +207,15 @@ class Connection(Weakrefable):
         "_fd",
         "_held",
         "_in",
+        "_jobs",
+        "_jobs_hold",
         "_kind",
         "_kv",
         "_linger_timer",
         "_loop",
         "_mask",
         "_out",
+        "_owed",
         "_paused",
         "_preamble",
         "_protocol",
@@ -280,6 +284,12 @@ class Connection(Weakrefable):
         #: READ_FRAMES or READ_BUFFERED), decided when the protocol is set.
         self._kind = _reader_for(protocol)
         self._reader = self._kind
+        # Work handed off with offload() or to async def callbacks (see _jobs.py): created on
+        # first use; while replies are owed, inline replies queue behind them (``_owed``), and
+        # reading stops while the connection is at its limit of owed replies (``_jobs_hold``).
+        self._jobs: ConnectionJobs | None = None
+        self._owed = False
+        self._jobs_hold = False
 
     # ------------------------------------------------------------------ public, any thread
 
@@ -525,6 +535,55 @@ class Connection(Weakrefable):
         """
         return self._loop.server.timers.conn_run_after(self, delay, fn, *args)
 
+    def offload(self, fn: Any, *args: Any, on_error: Any = None) -> None:
+        """Answer the request being handled with ``fn(*args)``, run off the loop thread.
+
+        A plain function runs on the server's thread pool (for blocking code: a database
+        driver, an HTTP client, file I/O); a coroutine function (or a coroutine, without
+        ``args``) runs on the server's asyncio companion. Its return value is the reply: framed
+        with the protocol's ``pack`` on the loop thread, and sent once every reply owed before
+        it has been sent -- replies leave in request order, whatever finishes first. ``None``
+        sends nothing. Call it from a handler callback (the loop thread); it returns at once,
+        and the handler then returns ``None``.
+
+        If ``fn`` raises, the connection closes after the replies before it, with the
+        traceback logged -- or, given ``on_error(conn, exc)``, what that returns (on the loop
+        thread) is the reply. When the connection closes, what it still owes is dropped and its
+        coroutines are cancelled. Bounded by the server's ``max_pending`` (replies a connection
+        may owe before it stops reading) and ``offload_queue`` (jobs waiting for a thread,
+        server-wide: past it, the connection stops reading until there is room).
+
+        :raises ConnectionClosed: the connection is closing or closed.
+        :raises RuntimeError: called off the connection's loop thread.
+        :raises TypeError: ``fn`` is not callable (or a coroutine given ``args``).
+        """
+        if self._state != OPEN:
+            raise ConnectionClosed(f"{self!r} is closed")
+        if self._loop._thread_id != threading.get_ident():
+            raise RuntimeError(
+                "offload() is for handler callbacks, on the connection's loop thread"
+            )
+        self._offload_jobs().offload(fn, args, on_error)
+
+    @property
+    def replies_pending(self) -> bool:
+        """True while replies produced later (``offload``, ``async def on_message``) are owed.
+
+        For protocols whose ``pack`` keeps state between calls (a compression context): while
+        this is true, hand a reply to :meth:`queue_reply` instead of framing it in ``receive``.
+        Loop thread only.
+        """
+        return self._owed
+
+    def queue_reply(self, reply: Any) -> None:
+        """For protocols: send ``reply`` after the replies owed now, framed with ``pack`` then.
+
+        What a protocol whose ``pack`` keeps state calls instead of framing a reply inline
+        while :attr:`replies_pending` is true, so that ``pack`` frames in wire order. Without
+        replies owed it is framed and sent at once. Loop thread only.
+        """
+        self._offload_jobs().reply(reply)
+
     def set(self, key: str, value: Any) -> None:
         kv = self._kv
         if kv is None:
@@ -564,12 +623,14 @@ class Connection(Weakrefable):
         """Choose the read strategy for the connection's state now, and the poller interest."""
         state = self._state
         if state == OPEN:
-            if self._paused or (self._yielded and self._in is not None):
-                # Backpressure, or input left waiting for its turn: no reading meanwhile.
+            if self._paused or self._jobs_hold or (self._yielded and self._in is not None):
+                # Backpressure (output, or replies owed), or input left waiting for its turn:
+                # no reading meanwhile.
                 reader = READ_NONE
             elif self._preamble is not None or self._tls is not None:
                 reader = READ_STAGED
-            elif self._in is not None:
+            elif self._in is not None or self._owed:
+                # Replies owed: inline replies must queue behind them (_send_replies).
                 reader = READ_BUFFERED
             else:
                 reader = self._kind
@@ -667,7 +728,10 @@ class Connection(Weakrefable):
                 stats.messages_out += 1
         if reply is not None:
             try:
-                self._send(reply)
+                if self._owed:  # the handler offloaded as well: its reply waits its turn
+                    self._queue_framed(reply)
+                else:
+                    self._send(reply)
             except Exception as exc:  # a reply that is not bytes-like
                 self._code_failed(exc, "the handler's reply")
 
@@ -770,8 +834,9 @@ class Connection(Weakrefable):
         if self._state != OPEN or inbuf is None:
             self._refresh()
             return
-        if self._paused:
-            # Output backpressure: go on once it drains (_unpause puts us back in line).
+        if self._paused or self._jobs_hold:
+            # Output backpressure, or too many replies owed: go on once it drains (_unpause
+            # or _jobs_state puts us back in line).
             self._yielded = True
             return
         out = self._loop._out
@@ -811,7 +876,67 @@ class Connection(Weakrefable):
         # Everything one receive produced leaves in one write.
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
-        self._send(data)
+        if self._owed:
+            self._queue_framed(data)
+        else:
+            self._send(data)
+
+    # ------------------------------------------------------------------ offloaded work
+
+    def _offload_jobs(self) -> ConnectionJobs:
+        """This connection's offloaded work (``_jobs.py``), created on first use.
+
+        A new job answers the request being handled: replies the protocol already put in
+        ``out`` answer earlier requests of the same read, so they take their places first.
+        """
+        jobs = self._jobs
+        if jobs is None:
+            loop = self._loop
+            jobs = self._jobs = loop.server._offload.jobs_for(self, loop)
+        if self._state == OPEN:
+            out = self._loop._out
+            if out:
+                data = out[0] if len(out) == 1 else b"".join(out)
+                out.clear()
+                jobs.framed(data)
+        return jobs
+
+    def _queue_framed(self, data: Any) -> None:
+        # An inline reply while replies are owed: it leaves after them.
+        jobs = self._jobs
+        assert jobs is not None
+        memoryview(data).release()  # TypeError now for a reply that is not bytes-like
+        jobs.framed(data)
+
+    def _jobs_write(self, data: Any) -> None:
+        # Replies produced later, framed, at their turn (ConnectionJobs, on this thread).
+        try:
+            self._send(data)
+        except Exception as exc:  # a frame that is not bytes-like
+            self._code_failed(exc, "its protocol's pack, given a reply produced later,")
+
+    def _jobs_close(self) -> None:
+        # close() waited for the replies owed; they are written now.
+        self._owed = False
+        self._close(R_LOCAL)
+
+    def _jobs_fail(self) -> None:
+        # An offloaded job or a coroutine failed (ConnectionJobs logged the traceback): close
+        # after the replies written before it.
+        self._set_reason(R_HANDLER_ERROR)
+        self._loop.stats.handler_errors += 1
+        self._owed = False
+        self._close(R_HANDLER_ERROR)
+
+    def _jobs_state(self, busy: bool, hold: bool) -> None:
+        # ConnectionJobs: replies are owed (``busy``) or reading must stop (``hold``).
+        released = self._jobs_hold and not hold
+        self._owed = busy
+        self._jobs_hold = hold
+        if self._state == OPEN:
+            if released and self._yielded and self._in is not None and not self._paused:
+                self._loop._queue_ready(self)  # input left waiting for its turn
+            self._refresh()
 
     def _keep(self, data: bytes, consumed: int) -> None:
         # READ_FRAMES left part of a read unparsed: buffer it for the next read (or for the
@@ -1179,6 +1304,14 @@ class Connection(Weakrefable):
     def _close(self, reason: int = R_LOCAL) -> None:
         if self._state != OPEN:
             return
+        if self._owed and reason != R_EOF:
+            # Replies are still owed: they go out first, then ConnectionJobs calls _jobs_close.
+            # (A peer that sent EOF is gone as far as we can tell: what it is owed is dropped.)
+            jobs = self._jobs
+            assert jobs is not None
+            self._set_reason(reason)
+            jobs.close_after_replies()
+            return
         self._set_reason(reason)
         self._in = None
         self._yielded = False
@@ -1291,6 +1424,9 @@ class Connection(Weakrefable):
         loop = self._loop
         self._state = CLOSED
         self._reader = READ_NONE
+        jobs = self._jobs
+        if jobs is not None:
+            jobs.cancel()  # owed replies dropped, running coroutines cancelled
         self._yielded = False
         self._in = None
         self._out = None
@@ -1328,6 +1464,9 @@ class Connection(Weakrefable):
             loop._connection_closed(self)
         else:
             loop._connection_gone(self)
+        # After on_close (an async one waits for the cancelled coroutines through it): the
+        # jobs object refers to the connection, so let go of it.
+        self._jobs = None
 
 
 def _reader_for(protocol: Protocol) -> int:

@@ -9,7 +9,11 @@ if TYPE_CHECKING:
 class Handler:
     """Optional base class for handlers; any object with the same methods works.
 
-    Every callback runs on the connection's loop thread and must not block it.
+    Every callback runs on the connection's loop thread and must not block it: blocking work
+    goes to :meth:`Connection.offload <gev_core.Connection.offload>`. ``on_message``,
+    ``on_connect`` and ``on_close`` may instead be ``async def``: they then run on the server's
+    asyncio companion loop (a thread of its own), and what ``on_message`` returns is the reply,
+    sent in request order.
     """
 
     def on_connect(self, conn: Connection) -> None:

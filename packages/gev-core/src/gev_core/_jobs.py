@@ -65,6 +65,7 @@ __all__ = [
     "connect_callback",
     "coroutine_callbacks",
     "default_max_threads",
+    "owned_args",
 ]
 
 logger = logging.getLogger("gev")
@@ -89,6 +90,15 @@ ErrorCallback = Callable[[Any, BaseException], Any]
 COROUTINE_CALLBACKS = ("on_message", "on_connect", "on_close")
 
 
+def owned_args(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``args`` with views and bytearrays copied to ``bytes``: the work runs after the protocol
+    has moved on, and a view into its input buffer would see later bytes (or none)."""
+    for arg in args:
+        if isinstance(arg, (memoryview, bytearray)):
+            return tuple(bytes(a) if isinstance(a, (memoryview, bytearray)) else a for a in args)
+    return args
+
+
 def default_max_threads() -> int:
     """``min(32, CPUs + 4)``, as :class:`concurrent.futures.ThreadPoolExecutor` chooses."""
     return min(32, (os.cpu_count() or 1) + 4)
@@ -107,20 +117,21 @@ class Packer(_TypingProtocol):
 class JobTarget(_TypingProtocol):
     """What :class:`ConnectionJobs` needs from its connection; all on the loop thread.
 
-    ``gev_core.Connection`` has the first four; ``_jobs_state`` is its part of the contract.
+    ``gev_core.Connection`` provides it.
     """
 
     @property
     def protocol(self) -> Packer: ...
 
-    def _write(self, data: Any) -> None:
-        """Write now or buffer; a no-op once the connection is closed."""
+    def _jobs_write(self, data: Any) -> None:
+        """Send framed replies now or buffer them; a no-op once the connection is closed."""
 
-    def _close(self, _: Any = None) -> None:
+    def _jobs_close(self) -> None:
         """Close after flushing what was written (all replies are out)."""
 
-    def _abort(self, exc: BaseException | None = None) -> None:
-        """Close at once (a job failed); must lead to :meth:`ConnectionJobs.cancel`."""
+    def _jobs_fail(self) -> None:
+        """A job failed (already logged): close, after what was written; must lead to
+        :meth:`ConnectionJobs.cancel`."""
 
     def _jobs_state(self, busy: bool, hold: bool) -> None:
         """``busy``: replies are owed, so inline replies must go through
@@ -349,6 +360,7 @@ class ConnectionJobs:
         """
         if self._cancelled or self._closing:
             raise ConnectionClosed(f"{self.target!r} is closing")
+        args = owned_args(args)
         if inspect.iscoroutine(fn):
             if args:
                 fn.close()
@@ -416,7 +428,7 @@ class ConnectionJobs:
             return
         order = self._order
         if order.idle:
-            self.target._write(data)
+            self.target._jobs_write(data)
             return
         # Held: it must not change (or point into a buffer that will) meanwhile.
         order.complete(order.reserve(), (_FRAMED, data if type(data) is bytes else bytes(data)))
@@ -650,22 +662,23 @@ class ConnectionJobs:
 
     def _write(self, chunks: list[Any]) -> None:
         if chunks:
-            self.target._write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            self.target._jobs_write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     def _fail(self) -> None:
-        self.target._abort(None)
+        self.target._jobs_fail()
         self.cancel()  # the target's abort normally did it already
 
     def _close_target(self) -> None:
         self._update()
-        self.target._close(None)
+        self.target._jobs_close()
 
     def _update(self) -> None:
         if self._cancelled:
             return
         order = self._order
         busy = not order.idle
-        if self._closing:
+        if self._closing or self._barrier is not None:
+            # Closing, or an async on_connect still runs: messages wait for it in the kernel.
             hold = True
         elif self._hold:
             hold = not order.drained or bool(self._waiting)
@@ -881,26 +894,33 @@ def close_callback(on_close: Callable[[Any], Any]) -> Callable[[Any], None]:
 
 
 class AsyncHandler:
-    """Stands in for an application handler whose ``on_message`` is a coroutine function.
+    """Stands in for an application handler with ``async def`` callbacks.
 
-    ``on_message`` creates the coroutine (which runs nothing yet) and submits it as the answer
-    to the request; it returns ``None``, so a protocol sends nothing inline -- whichever
-    protocol it is, and with whatever arguments it calls ``on_message``. ``on_connect`` and
-    ``on_close`` run as coroutines if they are coroutine functions, inline otherwise. Every
-    other attribute is the wrapped handler's.
+    The server builds one when one of ``on_message``, ``on_connect``, ``on_close`` is a
+    coroutine function (decided once, at construction) and hands it to its loops instead of the
+    application's handler. An async ``on_message`` becomes a plain function that creates the
+    coroutine (which runs nothing yet), submits it as the answer to the request and returns
+    ``None``, so a protocol sends nothing inline -- whichever protocol it is, and with whatever
+    arguments it calls ``on_message``. ``on_connect`` and ``on_close`` run as coroutines if they
+    are coroutine functions, inline otherwise. Every other attribute is the wrapped handler's.
 
     :param handler: the application's handler (kept as ``__wrapped__``).
-    :raises TypeError: ``handler.on_message`` is not a coroutine function.
+    :raises TypeError: none of its callbacks is a coroutine function, or another ``on_*``
+        callback is.
     """
 
-    __slots__ = ("__wrapped__", "_on_message", "on_close", "on_connect")
+    __slots__ = ("__wrapped__", "_on_message", "on_close", "on_connect", "on_message")
 
     def __init__(self, handler: Any) -> None:
         found = coroutine_callbacks(handler)
-        if "on_message" not in found:
-            raise TypeError(f"{handler!r}: on_message is not a coroutine function")
+        if not found:
+            raise TypeError(f"{handler!r} has no async def on_message, on_connect or on_close")
         self.__wrapped__ = handler
-        self._on_message: Callable[..., Coroutine[Any, Any, Any]] = handler.on_message
+        self._on_message: Callable[..., Any] = handler.on_message
+        #: What the protocols call for each message.
+        self.on_message: Callable[..., Any] = (
+            self._submit if "on_message" in found else handler.on_message
+        )
         connect = getattr(handler, "on_connect", None)
         close = getattr(handler, "on_close", None)
         #: What the loop calls when a connection opens / closes.
@@ -915,8 +935,9 @@ class AsyncHandler:
             _nothing if close is None else close_callback(close) if "on_close" in found else close
         )
 
-    def on_message(self, conn: Any, *args: Any) -> None:
-        conn._offload_jobs().run_coroutine(self._on_message(conn, *args))
+    def _submit(self, conn: Any, *args: Any) -> None:
+        coro = self._on_message(conn, *owned_args(args))
+        conn._offload_jobs().run_coroutine(coro)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.__wrapped__, name)

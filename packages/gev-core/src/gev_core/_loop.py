@@ -221,7 +221,8 @@ class EventLoop(Weakrefable):
         self.now = time.monotonic()
         self._assigned_count = 0
         self._closed_count = 0
-        handler = server.handler
+        # The application's handler, or its AsyncHandler stand-in (decided once by the Server).
+        handler = server._dispatch_handler
         self._handler = handler
         self._on_message = handler.on_message
         self._on_connect = getattr(handler, "on_connect", _noop)

@@ -14,6 +14,7 @@ from typing import Any
 from ._bind import SocketFile, bind_socket, format_address
 from ._connection import Preamble
 from ._errors import GevError
+from ._jobs import AsyncHandler, OffloadService, coroutine_callbacks
 from ._loop import EventLoop
 from ._plugins import Config, GevPluginManager, ProtocolRegistry, get_plugin_manager
 from ._protocol import DefaultProtocol, Protocol
@@ -128,6 +129,24 @@ class Server:
     :param plugins: a plugin manager to use instead of building one (see
         :func:`gev_core.get_plugin_manager`).
     :param options: extra configuration for plugins (``config.options`` in their hooks).
+
+    Handlers that block or await (see :meth:`Connection.offload <gev_core.Connection.offload>`
+    and ``async def`` callbacks; nothing of this exists until a handler uses it):
+
+    :param offload_threads: threads of the pool ``conn.offload`` runs blocking functions on
+        (default ``min(32, CPUs + 4)``), started as work arrives.
+    :param offload_queue: jobs waiting for a pool thread, server-wide; a connection whose job
+        finds the queue full keeps it and stops reading until there is room.
+    :param max_pending: replies one connection may owe (offloaded, or from ``async def
+        on_message``) before it stops reading; also how many of its jobs run at once.
+    :param max_tasks: coroutines running at once on the asyncio companion, server-wide; past
+        it, as for ``offload_queue``.
+    :param asyncio_loop: the companion's event loop: ``"auto"`` (uvloop when installed),
+        ``"uvloop"`` or ``"asyncio"``.
+
+    Whether ``on_message``, ``on_connect`` or ``on_close`` is a coroutine function is decided
+    once, here: such callbacks run on the asyncio companion (a thread of its own); a handler
+    whose callbacks are plain functions keeps the inline path.
     """
 
     def __init__(
@@ -159,6 +178,11 @@ class Server:
         poller: str | None = None,
         plugins: GevPluginManager | None = None,
         options: dict[str, Any] | None = None,
+        offload_threads: int | None = None,
+        offload_queue: int = 1024,
+        max_pending: int = 32,
+        max_tasks: int = 10_000,
+        asyncio_loop: str = "auto",
     ) -> None:
         if not callable(getattr(handler, "on_message", None)):
             raise TypeError(f"handler {handler!r} has no on_message(conn, ctx, data) method")
@@ -177,6 +201,22 @@ class Server:
         if select_timeout is not None and not select_timeout > 0:
             raise ValueError("select_timeout must be > 0 seconds or None")
         self.handler = handler
+        # Decided once per server: a handler with async def callbacks is served through its
+        # AsyncHandler stand-in; any other keeps the inline path, untouched.
+        self._dispatch_handler: Any = (
+            AsyncHandler(handler) if coroutine_callbacks(handler) else handler
+        )
+        #: The thread pool and asyncio companion, each started on first use.
+        self._offload = OffloadService(
+            max_threads=offload_threads,
+            max_queue=offload_queue,
+            max_pending=max_pending,
+            asyncio_loop=asyncio_loop,
+            max_tasks=max_tasks,
+        )
+        #: When the connections must be gone (set by stop/drain): the offload machinery gets
+        #: what is left of it (at least a second) once the loops are done.
+        self._stop_deadline = 0.0
         self.network = network
         self.num_loops = num_loops
         self.reuse_port = reuse_port
@@ -475,6 +515,8 @@ class Server:
                 for t in self._threads:
                     t.join()
                 self._close_listener()
+                # After the loops: async on_close coroutines get the rest of the stop timeout.
+                self._offload.shutdown(max(1.0, self._stop_deadline - time.monotonic()))
                 # Before _stopped: stop(wait=True) returns once the hooks have run too.
                 try:
                     self.pluginmanager.hook.gev_server_stopped(server=self)
@@ -509,6 +551,7 @@ class Server:
         server's loops) this returns once :meth:`start` has returned.
         """
         deadline = time.monotonic() + timeout
+        self._stop_deadline = deadline
         if self._stop_unstarted():
             return
         with self._state_lock:
@@ -531,6 +574,7 @@ class Server:
         the remaining connections' output. Any thread; ``wait`` as for :meth:`stop`.
         """
         deadline = time.monotonic() + timeout
+        self._stop_deadline = deadline + stop_timeout
         if self._stop_unstarted():
             return
         with self._state_lock:
@@ -566,6 +610,7 @@ class Server:
         self._close_listener()
         for loop in self.loops:
             loop._close_all_now()
+        self._offload.shutdown(0.0)
         return True
 
     def _announce_stopping(self) -> None:
