@@ -6,14 +6,16 @@
 One command per line: ``GET key`` answers the value or ``(nil)``, ``SET key value`` answers
 ``OK``, ``INCR key`` the new count; anything else ``ERR ...``. ``on_message`` awaits
 ``redis.asyncio`` on gev's asyncio companion (uvloop when installed), so a slow Redis stalls no
-connection of the reactor; a client may pipeline commands and gets the replies in the order
-it sent them, whichever Redis answered first. A client that goes away mid-request has its
-pending commands cancelled.
+connection of the reactor. gev sends the replies of a connection in the order of its requests
+whatever finishes first; the coroutines of one connection run concurrently, so each connection
+takes a lock around its commands to also *run* them in order (a ``SET`` then a ``GET`` of the
+same key). A client that goes away mid-request has its pending commands cancelled.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 from typing import Any
@@ -33,7 +35,15 @@ class Lookup(Handler):
             url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
         )
 
+    async def on_connect(self, conn: Connection) -> None:
+        # Created on the companion's loop, and only ever used by this connection's coroutines.
+        conn.context = asyncio.Lock()
+
     async def on_message(self, conn: Connection, ctx: Any, data: bytes) -> bytes:
+        async with conn.context:  # this connection's commands run one at a time, in order
+            return await self._run(conn, data)
+
+    async def _run(self, conn: Connection, data: bytes) -> bytes:
         command, _, rest = data.partition(b" ")
         command = command.upper()
         try:

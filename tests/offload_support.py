@@ -22,11 +22,16 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 DEADLINE = 30.0
 OPEN = "-"
 NL = b"\n"
+
+
+class Abandoned(Exception):
+    """A blocking job gave up: its client went away."""
 
 
 class GateService:
@@ -74,11 +79,19 @@ class GateService:
             getattr(self, what).append(ident)
             self._cond.notify_all()
 
-    def wait_blocking(self, gate: str) -> None:
-        """For a thread: block until ``gate`` is open."""
+    def wait_blocking(self, gate: str, abandon: Callable[[], bool] | None = None) -> None:
+        """For a thread: block until ``gate`` is open. ``abandon``, polled meanwhile, tells a
+        job to give up (what a long job does with ``conn.closing``): raises
+        :class:`Abandoned`."""
+        deadline = time.monotonic() + DEADLINE
         with self._cond:
-            if not self._cond.wait_for(lambda: gate in self._open, DEADLINE):
-                raise TimeoutError(f"gate {gate} never opened")
+            while gate not in self._open:
+                if abandon is not None and abandon():
+                    raise Abandoned(gate)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"gate {gate} never opened")
+                self._cond.wait(min(left, 0.02))
 
     async def wait_async(self, gate: str) -> None:
         """For a coroutine: await until ``gate`` is open."""
@@ -89,11 +102,15 @@ class GateService:
             self._waiters.setdefault(gate, []).append((asyncio.get_running_loop(), event))
         await event.wait()
 
-    def answer_blocking(self, line: bytes) -> bytes:
-        """The whole request, for a pool thread."""
+    def answer_blocking(self, line: bytes, abandon: Callable[[], bool] | None = None) -> bytes:
+        """The whole request, for a pool thread; an abandoned one is recorded as cancelled."""
         ident, gate = self.parse(line)
         self.record("started", ident)
-        self.wait_blocking(gate)
+        try:
+            self.wait_blocking(gate, abandon)
+        except Abandoned:
+            self.record("cancelled", ident)
+            raise
         self.record("finished", ident)
         return ident.encode()
 
@@ -141,13 +158,20 @@ def pipeline(
     address: tuple[str, int], requests: list[bytes], service: GateService, release: list[str]
 ) -> list[bytes]:
     """One connection, every request in one write; once all have started, open the gates in
-    ``release`` order; return the replies (checked to be in request order)."""
+    ``release`` order (each once the request it held finished); return the replies (checked to
+    be in request order)."""
     with socket.create_connection(address, timeout=DEADLINE) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.sendall(b"".join(r + b"\n" for r in requests))
         for request in requests:
             service.wait("started", service.parse(request)[0])
-        service.release(*release)
+        for gate in release:
+            # One at a time, each request finished before the next gate opens: the order of
+            # completion is the test's, even with several pool threads waiting.
+            ident = next((i for i, g in map(service.parse, requests) if g == gate), None)
+            service.release(gate)
+            if ident is not None:
+                service.wait("finished", ident)
         replies = read_lines(sock, len(requests))
     expected = [service.parse(r)[0].encode() for r in requests]
     assert replies == expected, f"replies out of request order: {replies} != {expected}"
@@ -249,3 +273,39 @@ def reference_server(service: GateService, ordered: bool = True) -> Iterator[tup
         asyncio.run_coroutine_threadsafe(stop(), loop)
         thread.join(DEADLINE)
         loop.close()
+
+
+# ---------------------------------------------------------------------- gev servers
+
+
+@contextlib.contextmanager
+def gev_server(
+    service: GateService, work: str = "thread", **server_kwargs: Any
+) -> Iterator[tuple[str, int]]:
+    """gev serving the gate service (line protocol unless told otherwise): each request
+    offloaded to the thread pool (``work="thread"``; the job gives up once its connection is
+    closing), or answered by an ``async def on_message`` on the asyncio companion
+    (``work="async"``). Yields the address."""
+    from gev_core import LineProtocol
+    from gev_core.testing import serve
+
+    handler: Any
+    if work == "thread":
+
+        class Offloading:
+            def on_message(self, conn: Any, ctx: Any, data: bytes) -> None:
+                conn.offload(service.answer_blocking, data, lambda: conn.closing)
+
+        handler = Offloading()
+    else:
+
+        class Awaiting:
+            async def on_message(self, conn: Any, ctx: Any, data: bytes) -> bytes:
+                return await service.answer_async(data)
+
+        handler = Awaiting()
+    server_kwargs.setdefault("protocol", LineProtocol())
+    with serve(handler, **server_kwargs) as server:
+        address = server.address
+        assert isinstance(address, tuple)
+        yield address

@@ -3,9 +3,11 @@
 Each check runs against a correct server (plain asyncio: replies in request order, a
 disconnect cancels the request) and must pass, and against a deliberately wrong one (replies
 as they finish, nothing cancelled) and must fail: a check that cannot fail proves nothing.
-gev servers join ``SERVERS`` once the core dispatches to offloaded work and coroutine
-handlers. The Redis part runs coroutines on gev's asyncio companion against a real
-``redis-server`` through ``redis.asyncio``, in request order.
+gev joins ``SERVERS`` twice: requests offloaded to its thread pool (a job gives up once its
+connection is closing: that is how blocking work learns of a disconnect), and an ``async def
+on_message`` on its asyncio companion (the coroutine is cancelled). The Redis part runs
+coroutines on gev's asyncio companion against a real ``redis-server`` through
+``redis.asyncio``, in request order.
 """
 
 from __future__ import annotations
@@ -24,11 +26,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from offload_support import (
     GateService,
     disconnect_mid_request,
+    gev_server,
     pipeline,
     reference_server,
 )
 
-SERVERS = {"asyncio-reference": reference_server}
+SERVERS = {
+    "asyncio-reference": reference_server,
+    "gev-thread": lambda service: gev_server(service, "thread"),
+    "gev-async": lambda service: gev_server(service, "async"),
+}
 
 
 @pytest.fixture(params=sorted(SERVERS))
@@ -133,6 +140,15 @@ class _Conn:
     def _abort(self, exc=None):
         self.closed = True
         self.jobs.cancel()
+
+    def _jobs_write(self, data):
+        self._write(data)
+
+    def _jobs_close(self):
+        self._close()
+
+    def _jobs_fail(self):
+        self._abort()
 
     def _jobs_state(self, busy, hold):
         pass

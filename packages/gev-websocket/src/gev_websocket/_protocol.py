@@ -153,6 +153,15 @@ class _Session(WebSocketSession):
             old.cancel()
         self.timer = timer
 
+    def _build_compressed(self, reply: Any) -> bytes:
+        conn: Connection = self._context
+        if conn.replies_pending:
+            # Replies produced later (conn.offload) are owed: compressing this one now would
+            # advance the compressor out of wire order. pack frames it at its turn.
+            conn.queue_reply(reply)
+            return b""
+        return super()._build_compressed(reply)
+
 
 @dataclass(frozen=True)
 class _Ping:
@@ -187,24 +196,29 @@ def _websocket_adapter(on_message: Callable[..., Any]) -> Callable[[Any, Any], A
         result = on_message(conn, message)
         if result is None:
             return None
-        kind, reply = result
-        if reply is None:
-            return None
-        if kind is BINARY:
-            if type(reply) is bytes:
-                return reply
-            if isinstance(reply, (bytearray, memoryview)):
-                return bytes(reply)
-        elif kind is TEXT:
-            if type(reply) is str:
-                return reply
-        elif kind == 2 and isinstance(reply, (bytes, bytearray, memoryview)):
-            return bytes(reply)
-        elif kind == 1 and isinstance(reply, str):
-            return reply
-        raise _reply_type_error(kind, reply)
+        return _typed_reply(result)
 
     return call
+
+
+def _typed_reply(result: Any) -> Any:
+    """``(MessageType, reply)`` as the session frames it: str = text, bytes = binary."""
+    kind, reply = result
+    if reply is None:
+        return None
+    if kind is BINARY:
+        if type(reply) is bytes:
+            return reply
+        if isinstance(reply, (bytearray, memoryview)):
+            return bytes(reply)
+    elif kind is TEXT:
+        if type(reply) is str:
+            return reply
+    elif kind == 2 and isinstance(reply, (bytes, bytearray, memoryview)):
+        return bytes(reply)
+    elif kind == 1 and isinstance(reply, str):
+        return reply
+    raise _reply_type_error(kind, reply)
 
 
 def _core_adapter(on_message: Callable[..., Any]) -> Callable[[Any, Any], Any]:
@@ -304,20 +318,24 @@ class WebSocketProtocol(Protocol):
     def _wire(self, handler: Any) -> tuple[Any, Any, Any, Any, bool]:
         wiring = self._wiring.get(id(handler))
         if wiring is None:
-            if isinstance(handler, WebSocketHandler):
+            # A handler with async def callbacks comes wrapped by the server (gev-core's
+            # AsyncHandler, the application's handler as ``__wrapped__``); its on_message
+            # takes the same arguments and returns None, the reply comes later through pack.
+            app = getattr(handler, "__wrapped__", handler)
+            if isinstance(app, WebSocketHandler):
                 adapter = _websocket_adapter(handler.on_message)
             else:
                 adapter = _core_adapter(handler.on_message)
-            on_open = getattr(handler, "on_open", None) if _overrides(handler, "on_open") else None
-            on_pong = getattr(handler, "on_pong", None) if _overrides(handler, "on_pong") else None
-            per_conn_request = _overrides(handler, "on_request") and callable(
-                getattr(handler, "on_request", None)
+            on_open = getattr(app, "on_open", None) if _overrides(app, "on_open") else None
+            on_pong = getattr(app, "on_pong", None) if _overrides(app, "on_pong") else None
+            per_conn_request = _overrides(app, "on_request") and callable(
+                getattr(app, "on_request", None)
             )
             wiring = (
                 adapter,
                 on_open,
                 on_pong,
-                handler.on_request if per_conn_request else None,
+                app.on_request if per_conn_request else None,
                 per_conn_request,
             )
             # The handler is the server's, alive as long as this protocol: id() is stable.
@@ -401,9 +419,10 @@ class WebSocketProtocol(Protocol):
     def pack(self, conn: Connection, data: Any) -> bytes:
         """Frame what ``conn.send`` was given (on the loop thread, in send order).
 
-        ``str`` goes out as a text message, bytes-like as binary; :func:`ping` and
-        :func:`close` queue their requests through here too. Returns ``b""`` (nothing is
-        sent) unless the session is open.
+        ``str`` goes out as a text message, bytes-like as binary, and a reply as handlers
+        return it, ``(MessageType, data)`` (what an ``async def on_message`` or a function given
+        to ``conn.offload`` returns reaches here); :func:`ping` and :func:`close` queue their
+        requests through here too. Returns ``b""`` (nothing is sent) unless the session is open.
         """
         session = conn.state
         if not isinstance(session, _Session):
@@ -413,6 +432,10 @@ class WebSocketProtocol(Protocol):
             return session.ping(data.payload)
         if kind is _Close:
             return self._start_close(conn, session, data.code, data.reason)
+        if kind is tuple:
+            data = _typed_reply(data)
+            if data is None:
+                return b""
         return session.send(data)
 
     def shared_packer(self, conn: Connection) -> Callable[[Any], bytes] | None:
