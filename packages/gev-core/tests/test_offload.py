@@ -189,27 +189,6 @@ def test_default_protocol_offload(work):
         sock.close()
 
 
-def test_default_protocol_reply_returned_beside_an_offload_waits_its_turn():
-    done = threading.Event()
-
-    def slow():
-        assert done.wait(DEADLINE)
-        return b"later;"
-
-    class Both(Handler):
-        def on_message(self, conn, ctx, data):
-            conn.offload(slow)
-            return b"inline;"  # answers after the offloaded reply, as it was made after it
-
-    with serve(Both()) as server:
-        sock = connect(server)
-        sock.sendall(b"go")
-        time.sleep(0.05)
-        done.set()
-        assert recv_exactly(sock, 13) == b"later;inline;"
-        sock.close()
-
-
 # ---------------------------------------------------------------------- failures
 
 

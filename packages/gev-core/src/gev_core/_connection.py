@@ -544,7 +544,8 @@ class Connection(Weakrefable):
         with the protocol's ``pack`` on the loop thread, and sent once every reply owed before
         it has been sent -- replies leave in request order, whatever finishes first. ``None``
         sends nothing. Call it from a handler callback (the loop thread); it returns at once,
-        and the handler then returns ``None``.
+        and ``on_message`` then returns ``None`` (the offloaded result is its reply; a value
+        returned as well would be a second reply, whose place in the order is not promised).
 
         If ``fn`` raises, the connection closes after the replies before it, with the
         traceback logged -- or, given ``on_error(conn, exc)``, what that returns (on the loop
@@ -728,10 +729,7 @@ class Connection(Weakrefable):
                 stats.messages_out += 1
         if reply is not None:
             try:
-                if self._owed:  # the handler offloaded as well: its reply waits its turn
-                    self._queue_framed(reply)
-                else:
-                    self._send(reply)
+                self._send(reply)
             except Exception as exc:  # a reply that is not bytes-like
                 self._code_failed(exc, "the handler's reply")
 
