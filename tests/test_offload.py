@@ -326,3 +326,28 @@ def test_gev_serve_runs_async_and_offloading_handlers(tmp_path: Path, attr: str)
             _, err = proc.communicate()
     assert proc.returncode == 0, err
     assert "Traceback" not in err, err
+
+
+def test_websocket_client_going_away_cancels_its_coroutines() -> None:
+    pytest.importorskip("gev_websocket")
+    from gev_websocket import WebSocketHandler, WebSocketProtocol
+
+    started = threading.Event()
+    cancelled = threading.Event()
+
+    class Slow(WebSocketHandler):
+        async def on_message(self, conn: Any, data: Any) -> Any:  # type: ignore[override]
+            started.set()
+            try:
+                await asyncio.sleep(DEADLINE * 2)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+            return None
+
+    with serve(Slow(), protocol=WebSocketProtocol()) as server:
+        with _ws_client(server.port) as client:
+            client.send("x")
+            assert started.wait(DEADLINE)
+        # The client's close frame went out while the reply was owed, then the connection.
+        assert cancelled.wait(DEADLINE)
