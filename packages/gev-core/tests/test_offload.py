@@ -147,6 +147,18 @@ def test_pipelined_replies_leave_in_request_order_whatever_finishes_first(work):
         sock.close()
 
 
+def test_an_inline_reply_after_an_offloaded_one_in_the_same_read_waits(work):
+    gates = Gates()
+    with serve(HANDLERS[work](gates), protocol=LineProtocol()) as server:
+        sock = connect(server)
+        sock.sendall(b"a\ninline\n")  # the read ends with an inline reply while one is owed
+        gates.wait_started(1)
+        time.sleep(0.05)  # not a timing assertion: gives a wrong order a chance to show
+        gates.open(b"a")
+        assert read_lines(sock, 2) == [b"A", b"now inline"]
+        sock.close()
+
+
 def test_each_request_in_its_own_write_and_out_of_order_completion(work):
     gates = Gates()
     with serve(HANDLERS[work](gates), protocol=LineProtocol()) as server:

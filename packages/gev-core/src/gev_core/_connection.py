@@ -757,7 +757,10 @@ class Connection(Weakrefable):
             if out:
                 reply = out[0] if len(out) == 1 else b"".join(out)
                 out.clear()
-                self._send(reply)
+                if self._owed:  # a handler offloaded in this read: inline replies queue
+                    self._queue_framed(reply)
+                else:
+                    self._send(reply)
         except Exception as exc:
             self._code_failed(exc, "protocol or handler")
             return
