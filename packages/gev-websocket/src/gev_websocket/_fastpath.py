@@ -228,8 +228,10 @@ def receive(self: WebSocketSession, data: bytes | bytearray | memoryview, out: l
                         end = len(data)
                         continue
                 pos = stop
+                self.received += 1
                 reply = self._on_message(self._context, message)
                 if reply is not None:
+                    self.replied += 1
                     if type(reply) is not bytes or self._deflate is not None:
                         out.append(self._build_reply(reply))
                     elif (k := len(reply)) < 126:

@@ -395,6 +395,8 @@ class WebSocketProtocol(Protocol):
         session: _Session = conn.state
         if session.lingering:
             return len(data)
+        received = session.received
+        replied = session.replied
         try:
             closed = session.receive(data, out)
         except Exception:
@@ -403,6 +405,9 @@ class WebSocketProtocol(Protocol):
             if frame:
                 out.append(frame)
             closed = True
+        # Messages handed to the handler and the replies it returned: the loop's counters,
+        # while they count (control frames and the handshake are not messages).
+        conn.count_messages(session.received - received, session.replied - replied)
         if closed:
             if session.failure is not None:
                 logger.warning("closing %r: %s", conn, session.failure)

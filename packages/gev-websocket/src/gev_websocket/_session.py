@@ -306,6 +306,8 @@ class WebSocketSession:
         "max_handshake_size",
         "max_message_size",
         "messages",
+        "received",
+        "replied",
         "request",
         "subprotocol",
         "subprotocols",
@@ -339,6 +341,11 @@ class WebSocketSession:
             raise ValueError("max_frame_size out of range")
         #: Messages received, when no ``on_message`` callback was given.
         self.messages: list[Message] = []
+        #: How many complete messages were handed to ``on_message`` so far (the protocol
+        #: reports them to the loop's counters, ``conn.count_messages``).
+        self.received = 0
+        #: How many of them ``on_message`` answered with a reply (framed into ``out``).
+        self.replied = 0
         if on_message is None:
             on_message = _collect
             context = self.messages
@@ -779,8 +786,10 @@ class WebSocketSession:
                     self._parts_size = 0
                 else:
                     message = data if isinstance(data, str) else bytes(data)
+                self.received += 1
                 reply = self._on_message(self._context, message)
                 if reply is not None and conn.state is _OPEN:
+                    self.replied += 1
                     out.append(self._build_reply(reply))
             elif data:
                 parts.append(data)
