@@ -408,7 +408,10 @@ class EventLoop(Weakrefable):
             if self._timed:
                 self._run_timers()
                 now = self.now
+            # Traffic is summed in locals over the batch and stored once after it: an
+            # attribute increment per message costs a measurable share of a pure-Python echo.
             counting = stats.counting
+            b_in = b_out = m_in = m_out = 0
             self._dispatching = True
             for fd, ev in events:
                 conn = conns.get(fd)
@@ -434,7 +437,7 @@ class EventLoop(Weakrefable):
                         continue
                     conn.last_active = now
                     if counting:
-                        stats.bytes_in += len(data)
+                        b_in += len(data)
                     try:
                         consumed = conn._protocol.receive(conn, data, out)
                         if out:
@@ -471,13 +474,13 @@ class EventLoop(Weakrefable):
                     reply = on_message(conn, None, data)
                 except Exception as exc:
                     if counting:
-                        stats.bytes_in += len(data)
+                        b_in += len(data)
                     conn._code_failed(exc, "the handler")
                     continue
                 if reply is None:
                     if counting:
-                        stats.bytes_in += len(data)
-                        stats.messages_in += 1
+                        b_in += len(data)
+                        m_in += 1
                     continue
                 try:
                     n = write(fd, reply)
@@ -485,8 +488,8 @@ class EventLoop(Weakrefable):
                     n = 0
                 except Exception as exc:
                     if counting:
-                        stats.bytes_in += len(data)
-                        stats.messages_in += 1
+                        b_in += len(data)
+                        m_in += 1
                     if isinstance(exc, OSError):
                         conn._io_failed(exc)
                     else:  # a reply that is not bytes-like
@@ -495,11 +498,16 @@ class EventLoop(Weakrefable):
                 if n != len(reply):
                     conn._buffer(reply, n)
                 if counting:
-                    stats.bytes_in += len(data)
-                    stats.messages_in += 1
-                    stats.messages_out += 1
-                    stats.bytes_out += n
+                    b_in += len(data)
+                    m_in += 1
+                    m_out += 1
+                    b_out += n
             self._dispatching = False
+            if counting:
+                stats.bytes_in += b_in
+                stats.bytes_out += b_out
+                stats.messages_in += m_in
+                stats.messages_out += m_out
             if deferred:
                 self._run_deferred()
             if tasks:
