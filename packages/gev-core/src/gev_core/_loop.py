@@ -443,9 +443,15 @@ class EventLoop(Weakrefable):
                         if out:
                             reply = out[0] if len(out) == 1 else b"".join(out)
                             out.clear()
-                            # No stage on this strategy (a TLS connection reads READ_STAGED):
-                            # the protocol's bytes are the wire's, so past _send's TLS step.
-                            conn._transmit(reply)
+                            if conn._owed:
+                                # A handler offloaded in this read: the replies after it
+                                # queue behind the one it owes (Connection._read_frames).
+                                conn._queue_framed(reply)
+                            else:
+                                # No stage on this strategy (TLS connections read
+                                # READ_STAGED): the protocol's bytes are the wire's, so
+                                # past _send's TLS step.
+                                conn._transmit(reply)
                     except Exception as exc:
                         conn._code_failed(exc, "protocol or handler")
                         continue
