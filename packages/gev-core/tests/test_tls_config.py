@@ -3,6 +3,7 @@ TLS options. Contexts are proven by real handshakes over a socket pair."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,19 @@ from gev_core.testing import TLSCertificates, TLSFiles, tls_certificates  # noqa
 
 ROOT = Path(__file__).resolve().parents[3]
 SRC_DIRS = [ROOT / "packages" / "gev-core" / "src", ROOT / "packages" / "gev-ringbuffer" / "src"]
+
+
+@pytest.fixture(autouse=True)
+def _gev_logger_restored() -> Iterator[None]:
+    # main(["serve", ...]) in-process configures the "gev" logger as the command does (a
+    # handler on this test's captured stderr, propagation off): undo it, or every later test's
+    # server logs into a closed stream and caplog stops seeing gev's records.
+    log = logging.getLogger("gev")
+    saved = (log.handlers[:], log.level, log.propagate)
+    yield
+    log.handlers[:] = saved[0]
+    log.setLevel(saved[1])
+    log.propagate = saved[2]
 
 
 @pytest.fixture(scope="module")
