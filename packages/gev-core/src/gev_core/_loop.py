@@ -408,8 +408,11 @@ class EventLoop(Weakrefable):
             if self._timed:
                 self._run_timers()
                 now = self.now
-            # Traffic is summed in locals over the batch and stored once after it: an
-            # attribute increment per message costs a measurable share of a pure-Python echo.
+            # The default protocol's traffic is summed in locals over the batch and stored once
+            # after it: an attribute increment per message costs a measurable share of a
+            # pure-Python echo. Paths that may close a connection at once count at once, so
+            # that whoever sees it closed sees its bytes too (closes asked for by a handler
+            # are deferred until after the batch, behind this store).
             counting = stats.counting
             b_in = b_out = m_in = m_out = 0
             self._dispatching = True
@@ -436,8 +439,8 @@ class EventLoop(Weakrefable):
                         conn._on_eof()
                         continue
                     conn.last_active = now
-                    if counting:
-                        b_in += len(data)
+                    if counting:  # at once: receive may close the connection at once
+                        stats.bytes_in += len(data)
                     try:
                         consumed = conn._protocol.receive(conn, data, out)
                         if out:
@@ -479,8 +482,10 @@ class EventLoop(Weakrefable):
                 try:
                     reply = on_message(conn, None, data)
                 except Exception as exc:
+                    # Paths that close the connection at once count at once: a reader that
+                    # sees it closed sees its bytes too.
                     if counting:
-                        b_in += len(data)
+                        stats.bytes_in += len(data)
                     conn._code_failed(exc, "the handler")
                     continue
                 if reply is None:
@@ -494,15 +499,21 @@ class EventLoop(Weakrefable):
                     n = 0
                 except Exception as exc:
                     if counting:
-                        b_in += len(data)
-                        m_in += 1
+                        stats.bytes_in += len(data)
+                        stats.messages_in += 1
                     if isinstance(exc, OSError):
                         conn._io_failed(exc)
                     else:  # a reply that is not bytes-like
                         conn._code_failed(exc, "the handler's reply")
                     continue
                 if n != len(reply):
-                    conn._buffer(reply, n)
+                    conn._buffer(reply, n)  # may close it at once (hard cap): count at once
+                    if counting:
+                        stats.bytes_in += len(data)
+                        stats.messages_in += 1
+                        stats.messages_out += 1
+                        stats.bytes_out += n
+                    continue
                 if counting:
                     b_in += len(data)
                     m_in += 1
