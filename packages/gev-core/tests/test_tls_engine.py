@@ -429,7 +429,16 @@ def test_eof_in_the_middle_of_a_record_drops_only_that_record(
     assert pair.server.feed(record[10:]) == b""
 
 
-@pytest.mark.parametrize("cut", [0, 1, 5, 100, -1])
+def test_eof_before_any_byte_is_quiet(server_ctx: ssl.SSLContext) -> None:
+    # A TCP health check: connect, close. Nothing was started, so nothing was cut short.
+    server = TLSEngine(server_ctx, server_side=True)
+    assert server.feed(b"") == b""
+    server.feed_eof()
+    assert server.closed and server.peer_closed and not server.heard
+    assert server.close() == b""
+
+
+@pytest.mark.parametrize("cut", [1, 5, 100, -1])
 def test_truncated_handshake(
     server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, cut: int
 ) -> None:

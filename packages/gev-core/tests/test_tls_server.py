@@ -322,9 +322,9 @@ def test_peer_close_notify_closes_the_connection(certs: TLSCertificates) -> None
         (b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n", "plaintext HTTP sent to a TLS port"),
         (b"hello\r\n", "not TLS: the peer sent bytes that are not a TLS record"),
         (b"\x16\x03\x01\x00\x05\x01\xff\xff\xff\xff", "TLS"),
-        (b"", "the peer closed the connection during the TLS handshake"),
+        (b"\x16\x03", "the peer closed the connection during the TLS handshake"),
     ],
-    ids=["http", "plaintext", "garbage-hello", "silent-close"],
+    ids=["http", "plaintext", "garbage-hello", "cut-hello"],
 )
 def test_bad_clients_close_alone_with_one_warning(
     certs: TLSCertificates, gev_log: LogLines, send: bytes, reason: str
@@ -348,6 +348,45 @@ def test_bad_clients_close_alone_with_one_warning(
     assert reason in record.getMessage()
     assert record.exc_info is None
     assert len(handler.connected) == 1  # the bad client never reached the handler
+
+
+def test_health_check_is_quiet(certs: TLSCertificates, gev_log: LogLines) -> None:
+    # A load balancer's TCP check connects and closes without a byte: not a failed handshake,
+    # and one WARNING per probe every few seconds would drown the log.
+    handler = Recorder()
+    with serve(handler, ssl=certs.server_context()) as server:
+        for _ in range(3):
+            with connect(server) as sock:
+                sock.shutdown(socket.SHUT_WR)
+                drain(sock)
+        with tls_connect(server, certs) as good:  # and the server still serves
+            good.sendall(b"ping")
+            assert recv_all(good, 4) == b"ping"
+        wait_for(lambda: handler.closed == 1)
+        stats = server.loops[0].stats
+        wait_for(lambda: stats.closed_eof >= 4)
+    assert not gev_warnings(gev_log, "closing")
+    assert len(handler.connected) == 1  # the probes never reached the handler
+
+
+def test_on_close_still_sees_what_was_negotiated(certs: TLSCertificates) -> None:
+    seen: list[Any] = []
+
+    class Closer(Recorder):
+        def on_close(self, conn: Connection) -> None:
+            seen.append((conn.tls_version, conn.alpn_protocol, conn.server_name))
+            super().on_close(conn)
+
+    handler = Closer()
+    with serve(handler, ssl=certs.server_context(alpn=["echo/1"])) as server:
+        with tls_connect(server, certs.client_context(alpn=["echo/1"])) as tls:
+            tls.sendall(b"x")
+            assert recv_all(tls, 1) == b"x"
+            version = tls.version()
+        wait_for(lambda: handler.closed == 1)
+        conn = handler.conns[0]
+    assert seen == [(version, "echo/1", "localhost")]
+    assert conn.tls_version is None  # the engine is let go of after on_close
 
 
 def test_truncated_client_hello(certs: TLSCertificates, gev_log: LogLines) -> None:

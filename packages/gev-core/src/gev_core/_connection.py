@@ -367,7 +367,8 @@ class Connection(Weakrefable):
     def tls_version(self) -> str | None:
         """The TLS version of a TLS connection (``"TLSv1.3"``, ``"TLSv1.2"``); ``None`` for
         plaintext. A TLS connection is known to the handler only once its handshake completed,
-        so in every handler callback but ``on_close`` this and the properties below are set."""
+        so in every handler callback, ``on_close`` included, this and the properties below are
+        set; they read ``None`` once ``on_close`` has returned."""
         tls = self._tls
         return tls.version if tls is not None else None
 
@@ -1432,7 +1433,6 @@ class Connection(Weakrefable):
         self._in = None
         self._out = None
         self._preamble = None
-        self._tls = None
         self._stage_in = b""
         for timer in (self._linger_timer, self._stage_timer):
             if timer is not None:
@@ -1466,8 +1466,10 @@ class Connection(Weakrefable):
         else:
             loop._connection_gone(self)
         # After on_close (an async one waits for the cancelled coroutines through it): the
-        # jobs object refers to the connection, so let go of it.
+        # jobs object refers to the connection, so let go of it. The TLS engine too: on_close
+        # still reads what was negotiated (tls_version, peer_certificate...) for its logs.
         self._jobs = None
+        self._tls = None
 
 
 def _reader_for(protocol: Protocol) -> int:

@@ -182,9 +182,13 @@ class TLSEngine:
         "_incoming",
         "_max_buffer",
         "_outgoing",
+        "_peer_cert",
+        "_peer_der",
         "_sslobj",
+        "_version",
         "closed",
         "handshake_done",
+        "heard",
         "peer_closed",
         "server_side",
     )
@@ -214,6 +218,11 @@ class TLSEngine:
         self._max_buffer = max_buffer
         self._backlog: list[bytes] = []
         self._backlog_size = 0
+        # What was negotiated, kept at the handshake: after a peer's EOF OpenSSL forgets the
+        # version and the peer's certificate, and on_close still wants them for its logs.
+        self._version: str | None = None
+        self._peer_cert: dict[str, Any] | None = None
+        self._peer_der: bytes | None = None
         self.server_side = server_side
         #: True once the handshake has completed (set inside the ``feed`` that completes it).
         self.handshake_done = False
@@ -222,6 +231,9 @@ class TLSEngine:
         self.peer_closed = False
         #: True once :meth:`close` was called (our close_notify is out) or the engine failed.
         self.closed = False
+        #: True once the peer sent a byte: a server whose peer closes before that was probed
+        #: by a TCP health check, not cut short in a handshake (see :meth:`feed_eof`).
+        self.heard = False
 
     # ------------------------------------------------------------------ driving
 
@@ -248,10 +260,13 @@ class TLSEngine:
         incoming = self._incoming
         if data:
             incoming.write(data)
-        if not self.handshake_done and not self._handshake():
-            if incoming.pending > self._max_buffer:
-                self._fail_bound("unprocessed handshake bytes")
-            return b""
+        if not self.handshake_done:
+            if data:
+                self.heard = True
+            if not self._handshake():
+                if incoming.pending > self._max_buffer:
+                    self._fail_bound("unprocessed handshake bytes")
+                return b""
         sslobj = self._sslobj
         if not incoming.pending and not sslobj.pending():
             return b""  # a handshake record, or nothing
@@ -295,7 +310,12 @@ class TLSEngine:
         returned by :meth:`feed` (a partial record cut by the EOF is dropped, as Python's
         ``ssl`` sockets do with their default ``suppress_ragged_eofs``).
 
-        :raises TLSError: the peer closed during the handshake.
+        A server's peer that closes before sending a single byte is not an error either: that is
+        how load balancers and orchestrators check a TCP port (connect, then close). The engine
+        is closed and nothing is raised, so the connection ends like a plaintext EOF, without a
+        WARNING line for every probe.
+
+        :raises TLSError: the peer closed during the handshake, after starting it.
         """
         if self.closed or self.peer_closed:
             return
@@ -303,6 +323,8 @@ class TLSEngine:
         self.peer_closed = True
         if not self.handshake_done:
             self.closed = True
+            if self.server_side and not self.heard:
+                return
             raise TLSError(
                 "the peer closed the connection during the TLS handshake",
                 ssl_reason="UNEXPECTED_EOF_WHILE_READING",
@@ -372,7 +394,7 @@ class TLSEngine:
     @property
     def version(self) -> str | None:
         """The negotiated protocol, e.g. ``"TLSv1.3"``; ``None`` before the handshake."""
-        return self._sslobj.version() if self.handshake_done else None
+        return self._version
 
     @property
     def cipher(self) -> tuple[str, str, int] | None:
@@ -400,16 +422,12 @@ class TLSEngine:
     def peer_certificate(self) -> dict[str, Any] | None:
         """The peer's certificate as ``ssl.SSLSocket.getpeercert()`` gives it (verified ones
         only: an unverified certificate gives ``{}``); ``None`` if it sent none."""
-        if not self.handshake_done:
-            return None
-        return self._sslobj.getpeercert()
+        return self._peer_cert
 
     @property
     def peer_certificate_der(self) -> bytes | None:
         """The peer's certificate in DER form, verified or not; ``None`` if it sent none."""
-        if not self.handshake_done:
-            return None
-        return self._sslobj.getpeercert(binary_form=True)
+        return self._peer_der
 
     @property
     def session_reused(self) -> bool:
@@ -453,6 +471,11 @@ class TLSEngine:
             self._backlog.clear()
             raise _tls_error(exc) from None
         self.handshake_done = True
+        sslobj = self._sslobj
+        self._version = sslobj.version()
+        self._peer_der = der = sslobj.getpeercert(binary_form=True)
+        if der is not None:
+            self._peer_cert = sslobj.getpeercert()
         if self._backlog:
             backlog = self._backlog
             self._backlog = []
