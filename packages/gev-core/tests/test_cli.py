@@ -743,6 +743,9 @@ def test_serve_workers_validates_its_arguments() -> None:
         serve_workers("app:Echo", 0)
     with pytest.raises(ValueError, match="port_sharing"):
         serve_workers("app:Echo", 2, port_sharing="magic")
+    # Plugin options are parsed as gev serve parses them, before any worker starts.
+    with pytest.raises(ValueError, match="unrecognized arguments: --no-such-option"):
+        serve_workers("app:Echo", 2, extra_args=["--no-such-option", "1"])
 
 
 # --------------------------------------------------------------------- Unix sockets, gev serve

@@ -69,14 +69,23 @@ class Served:
 
 @contextlib.contextmanager
 def gev_serve(
-    tmp_path: Path, *args: str, timeout: float = 60.0, env: dict[str, str] | None = None
+    tmp_path: Path,
+    *args: str,
+    timeout: float = 60.0,
+    env: dict[str, str] | None = None,
+    command: list[str] | None = None,
 ) -> Iterator[Served]:
-    """``gev serve app:Echo --address 127.0.0.1:0 ARGS`` until the block ends (SIGTERM)."""
+    """``gev serve app:Echo --address 127.0.0.1:0 ARGS`` until the block ends (SIGTERM).
+
+    ``command`` replaces the ``gev serve`` command line (a script calling ``serve_workers``);
+    ``args`` still tell what to wait for in its log.
+    """
     (tmp_path / "app.py").write_text(APP)
     log = tmp_path / "gev.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [
+            command
+            or [
                 sys.executable,
                 "-m",
                 "gev_core",

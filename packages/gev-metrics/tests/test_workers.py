@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import sys
 from pathlib import Path
 
 from metrics_support import gev_serve, http_get, samples, total, wait_until
@@ -76,3 +77,39 @@ def test_one_scrape_gives_every_worker(tmp_path: Path) -> None:
     log = served.read_log()
     assert "Traceback" not in log, log
     assert not directory.exists(), "the supervisor removes its metrics directory"
+
+
+SERVE_WORKERS = """
+import logging
+import sys
+from gev_core import serve_workers
+
+logging.basicConfig(level=logging.INFO)  # the supervisor's lines: where it serves, the admin URL
+
+sys.exit(serve_workers(
+    "app:Echo", 2, address="127.0.0.1:0", protocol="line", app_dir=sys.argv[1],
+    extra_args=["--metrics-address", "127.0.0.1:0", "--metrics-interval", "0.2"],
+))
+"""
+
+
+def test_serve_workers_runs_the_plugins_like_gev_serve(tmp_path: Path) -> None:
+    # The library entry point: gev-metrics' supervisor hooks must run in its process, or
+    # nothing serves the one scrape of every worker.
+    script = tmp_path / "serve.py"
+    script.write_text(SERVE_WORKERS)
+    args = ("--workers", "2", "--metrics-address", "127.0.0.1:0")
+    command = [sys.executable, str(script), str(tmp_path)]
+    with gev_serve(tmp_path, *args, command=command) as served:
+        clients = _connect_all(served.address, 6)
+
+        def scraped() -> str:
+            return http_get(served.admin + "/metrics")[1]
+
+        wait_until(lambda: total(scraped(), "gev_connections_open") == 6, what="all open")
+        assert total(scraped(), "gev_connections_accepted_total", protocol="line") == 6
+        for c in clients:
+            c.close()
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(30) == 0
+    assert "Traceback" not in served.read_log()

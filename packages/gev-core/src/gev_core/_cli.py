@@ -12,8 +12,10 @@ exception in the application's own code).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.metadata
+import io
 import json
 import logging
 import os
@@ -413,6 +415,27 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> ServeConfig:
         )
     except (ValueError, OSError) as exc:
         raise StartupError(f"bad --address {args.address!r} or option: {exc}", 2) from None
+
+
+def plugin_options(pm: GevPluginManager, extra_args: Sequence[str]) -> dict[str, Any]:
+    """The plugin options ``gev serve`` would parse from ``extra_args`` (``config.options``).
+
+    For :func:`~gev_core.serve_workers`, which takes plugin options as command-line arguments:
+    the supervisor's plugins need their values the way ``gev serve`` gives them.
+
+    :raises ValueError: ``extra_args`` are not valid ``gev serve`` options (the parser's
+        message says which).
+    """
+    parser = build_parser(pm)
+    usage = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(usage):
+            args = parser.parse_args(["serve", "app:app", *extra_args])
+    except SystemExit:
+        lines = usage.getvalue().strip().splitlines()
+        reason = lines[-1].split("error: ", 1)[-1] if lines else "not gev serve options"
+        raise ValueError(f"extra_args {list(extra_args)!r}: {reason}") from None
+    return {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in _CORE_OPTIONS}
 
 
 def _worker_args(args: argparse.Namespace) -> WorkerArgs | None:

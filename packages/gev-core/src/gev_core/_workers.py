@@ -955,7 +955,21 @@ def serve_workers(
     the main thread) and returns the exit status: 0, or the exit code of a worker that failed to
     start. SIGHUP replaces the workers one by one (a rolling restart that loads new code);
     a replaced worker drains its connections for up to ``drain_timeout`` seconds.
+
+    Plugins are loaded as for ``gev serve`` (entry points, ``GEV_DISABLED_PLUGINS``...), and
+    their supervisor hooks run in this process: ``extra_args=["--metrics-address",
+    "127.0.0.1:9100"]`` serves gev-metrics' one scrape of every worker from here.
+
+    :raises ValueError: ``extra_args`` are not valid ``gev serve`` options.
+    :raises ~gev_core.PluginError: a plugin failed to load.
     """
+    # As gev serve does: the plugins' supervisor hooks run here (metrics, for one), and their
+    # options, given in extra_args, are parsed for them.
+    from ._cli import plugin_options
+    from ._plugins import get_plugin_manager
+
+    pm = get_plugin_manager(strict=True)
+    options = plugin_options(pm, extra_args)
     names = [protocol] if isinstance(protocol, str) else list(protocol or ())
     config = ServeConfig(
         app,
@@ -970,5 +984,6 @@ def serve_workers(
         app_dir=app_dir,
         log_level=log_level,
         extra_args=list(extra_args),
+        options=options,
     )
-    return Supervisor(config).run()
+    return Supervisor(config, plugins=pm).run()

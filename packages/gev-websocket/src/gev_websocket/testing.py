@@ -1,5 +1,17 @@
 """Test helpers for code built on gev-websocket: raw client frames, handshakes, a feed driver.
 
+They drive a :class:`~gev_websocket.WebSocketSession` in memory, without a socket or a loop,
+the way the package's own tests do: build a client's upgrade request (:func:`request_bytes`)
+and frames (:func:`frame`, valid or deliberately broken), open a session past its handshake
+(:func:`open_session`), feed it bytes cut anywhere (:func:`feed_chunks`, :func:`feed_turns`),
+and read what it answered with a real client implementation (:func:`wsproto_client`,
+:func:`client_events`, :func:`parse_response`)::
+
+    session, _ = open_session()
+    out: list[bytes] = []
+    session.receive(frame(TEXT, b"hi"), out)
+    assert session.messages == ["hi"]
+
 Not imported by the package itself; wsproto is the only dependency it needs.
 """
 
@@ -17,11 +29,49 @@ from wsproto.frame_protocol import XorMaskerSimple
 
 from ._session import WebSocketSession
 
-KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
-ACCEPT = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-MASK = b"\x37\xfa\x21\x3d"
+__all__ = [
+    "ACCEPT",
+    "BINARY",
+    "CLOSE",
+    "CONT",
+    "KEY",
+    "MASK",
+    "PING",
+    "PONG",
+    "TEXT",
+    "client_events",
+    "close_payload",
+    "connect",
+    "deflate_message",
+    "feed_chunks",
+    "feed_turns",
+    "frame",
+    "open_session",
+    "parse_response",
+    "request_bytes",
+    "wsproto_client",
+    "xor",
+]
 
-TEXT, BINARY, CONT, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
+KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
+"""The ``Sec-WebSocket-Key`` of :func:`request_bytes` (RFC 6455's own example)."""
+ACCEPT = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+"""The ``Sec-WebSocket-Accept`` a server must answer to :data:`KEY`."""
+MASK = b"\x37\xfa\x21\x3d"
+"""The masking key :func:`frame` uses unless told otherwise (RFC 6455's example)."""
+
+TEXT = 0x1
+"""Opcode of a text frame."""
+BINARY = 0x2
+"""Opcode of a binary frame."""
+CONT = 0x0
+"""Opcode of a continuation frame."""
+CLOSE = 0x8
+"""Opcode of a close frame."""
+PING = 0x9
+"""Opcode of a ping frame."""
+PONG = 0xA
+"""Opcode of a pong frame."""
 
 
 def request_bytes(
@@ -37,6 +87,11 @@ def request_bytes(
     method: str = "GET",
     eol: bytes = b"\r\n",
 ) -> bytes:
+    """A client's HTTP upgrade request; every part can be changed to make a bad one.
+
+    ``extensions`` and ``protocols`` add ``Sec-WebSocket-Extensions`` /
+    ``Sec-WebSocket-Protocol`` headers, ``extra`` more headers, and ``eol`` the line ending.
+    """
     lines = [
         f"{method} {target} HTTP/1.1".encode(),
         b"Host: example.com",
@@ -54,7 +109,10 @@ def request_bytes(
 
 
 def xor(payload: bytes, mask: bytes) -> bytes:
-    # wsproto's masker, so the tests do not check gev_websocket.unmask against itself.
+    """``payload`` masked (or unmasked) with the 4-byte ``mask``.
+
+    wsproto's masker, so that tests do not check gev-websocket's own unmask against itself.
+    """
     return bytes(XorMaskerSimple(mask).process(bytearray(payload)))
 
 
@@ -67,7 +125,9 @@ def frame(
     mask: bytes | None = MASK,
     length_bytes: int | None = None,
 ) -> bytes:
-    """A client frame, valid or not. ``length_bytes`` (0, 2, 8) forces the length form."""
+    """A client frame, valid or not: any opcode, ``fin`` and ``rsv`` bits, masked with
+    ``mask`` (``None`` sends it unmasked, which a server must refuse). ``length_bytes``
+    (0, 2, 8) forces the length form, even a non-minimal one."""
     n = len(payload)
     if length_bytes is None:
         length_bytes = 0 if n < 126 else 2 if n < 65536 else 8
@@ -85,11 +145,14 @@ def frame(
 
 
 def close_payload(code: int | None, reason: bytes = b"") -> bytes:
+    """The payload of a close frame: ``code`` and ``reason``; empty for ``code=None``."""
     return b"" if code is None else struct.pack("!H", code) + reason
 
 
 def deflate_message(compressor: Any, data: bytes) -> bytes:
-    """Compress one message the way RFC 7692 wants it on the wire."""
+    """Compress one message the way RFC 7692 wants it on the wire (permessage-deflate: the
+    trailing ``00 00 ff ff`` removed). ``compressor`` is a raw-deflate ``zlib.compressobj``
+    (``wbits=-15``), kept across messages for context takeover."""
     out: bytes = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
     assert out.endswith(b"\x00\x00\xff\xff")
     return out[:-4]
@@ -98,7 +161,10 @@ def deflate_message(compressor: Any, data: bytes) -> bytes:
 def open_session(
     request: bytes | None = None, **kwargs: Any
 ) -> tuple[WebSocketSession, list[bytes]]:
-    """A session past a successful handshake, with the handshake's output."""
+    """A session past a successful handshake, with the handshake's output.
+
+    ``request`` defaults to :func:`request_bytes`; ``kwargs`` go to
+    :class:`~gev_websocket.WebSocketSession`."""
     session = WebSocketSession(**kwargs)
     out: list[bytes] = []
     session.receive(request or request_bytes(), out)
@@ -109,6 +175,10 @@ def open_session(
 def wsproto_client(
     extensions: Iterable[Any] = (), subprotocols: Sequence[str] = ()
 ) -> tuple[WSConnection, bytes]:
+    """A wsproto client connection and its upgrade request (to pass to :func:`connect`).
+
+    ``extensions`` are wsproto extension objects (e.g. ``PerMessageDeflate()``).
+    """
     client = WSConnection(ConnectionType.CLIENT)
     data = client.send(
         Request(
@@ -122,6 +192,8 @@ def wsproto_client(
 
 
 def connect(session: WebSocketSession, client: WSConnection, request: bytes) -> AcceptConnection:
+    """Run the handshake of ``session`` with a :func:`wsproto_client`; the client's accept
+    event (the negotiated extensions and subprotocol are on it)."""
     out: list[bytes] = []
     session.receive(request, out)
     client.receive_data(b"".join(out))
@@ -131,6 +203,7 @@ def connect(session: WebSocketSession, client: WSConnection, request: bytes) -> 
 
 
 def client_events(client: WSConnection, out: Sequence[bytes]) -> list[Event]:
+    """What the wsproto ``client`` makes of the bytes a session wrote to ``out``."""
     client.receive_data(b"".join(out))
     return list(client.events())
 
