@@ -66,6 +66,15 @@ def test_one_scrape_gives_every_worker(tmp_path: Path) -> None:
             "old workers gone",
         )
         wait_until(lambda: total(scraped(), "gev_connections_open") == 0, what="gauges of the dead")
+
+        # The replaced workers' counters were folded into one retired file per type: the
+        # directory holds the live workers' files and that one, however many restarts.
+        def files(kind: str) -> list[str]:
+            return sorted(p.name for p in directory.glob(f"{kind}_*.db"))
+
+        wait_until(lambda: len(files("counter")) == 3, what="counters folded")
+        assert "counter_retired.db" in files("counter")
+        wait_until(lambda: len(files("histogram")) == 3, what="histograms folded")
         text = scraped()
         assert total(text, "gev_connections_accepted_total") == N
         assert total(text, "gev_connections_closed_total", reason="eof") == N

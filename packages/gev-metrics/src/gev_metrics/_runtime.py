@@ -7,7 +7,10 @@ application's own prometheus_client metrics) at ``--metrics-address``.
 ``--workers N``: the supervisor makes a fresh directory, hands it to the workers as
 ``PROMETHEUS_MULTIPROC_DIR`` and exports the directory's aggregate (prometheus_client's
 ``MultiProcessCollector``); a worker that exits is marked dead, so its ``livesum`` gauge
-series leave the sums while its counters keep counting in the totals.
+series leave the sums while its counters keep counting in the totals. Its counter and histogram
+files are then folded into one ``<type>_retired.db`` per type and removed, so that a server
+restarted many times (every SIGHUP replaces every worker) keeps a directory, and a scrape, of
+constant size.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from ._admin import AdminServer, parse_admin_address
@@ -48,9 +52,49 @@ class _ServerState:
     admin: AdminServer | None
 
 
+#: The file types whose values outlive their process, summed in the totals.
+_FOLDED_TYPES = ("counter", "histogram", "summary")
+
+
+class _Directory:
+    """The workers' multiprocess directory, exported as prometheus_client's aggregate.
+
+    Folding an exited worker's files into the retired ones and a scrape exclude each other:
+    a scrape between the write of the sum and the removal of the worker's file would count
+    its values twice.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._collector = MultiProcessCollector(None, path=path)  # type: ignore[no-untyped-call]
+
+    def collect(self) -> Any:
+        with self._lock:
+            return list(self._collector.collect())  # type: ignore[no-untyped-call]
+
+    def retire(self, pid: int) -> None:
+        """Worker ``pid`` has exited: drop its live gauges, fold its counters and histograms."""
+        with self._lock:
+            mark_process_dead(pid, self.path)  # type: ignore[no-untyped-call]
+            for kind in _FOLDED_TYPES:
+                name = os.path.join(self.path, f"{kind}_{pid}.db")
+                if not os.path.exists(name):
+                    continue
+                values = list(MmapedDict.read_all_values_from_file(name))  # type: ignore[no-untyped-call]
+                retired = MmapedDict(os.path.join(self.path, f"{kind}_retired.db"))  # type: ignore[no-untyped-call]
+                try:
+                    for key, value, timestamp, _ in values:
+                        total, _ = retired.read_value(key)  # type: ignore[no-untyped-call]
+                        retired.write_value(key, total + value, timestamp)  # type: ignore[no-untyped-call]
+                finally:
+                    retired.close()  # type: ignore[no-untyped-call]
+                os.remove(name)
+
+
 @dataclass
 class _SupervisorState:
-    directory: str
+    directory: _Directory
     admin: AdminServer
     own_directory: bool
 
@@ -139,7 +183,8 @@ def supervisor_started(supervisor: Any) -> None:
         return
     directory = tempfile.mkdtemp(prefix="gev-metrics-")
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    folder = _Directory(directory)
+    registry.register(folder)
     try:
         admin = _bind_admin(address, registry, ready=lambda: bool(supervisor.ready))
     except BaseException:
@@ -147,14 +192,14 @@ def supervisor_started(supervisor: Any) -> None:
         raise
     supervisor.worker_env[MULTIPROC_ENV] = directory
     with _lock:
-        _supervisors[id(supervisor)] = _SupervisorState(directory, admin, own_directory=True)
+        _supervisors[id(supervisor)] = _SupervisorState(folder, admin, own_directory=True)
 
 
 def worker_exited(supervisor: Any, pid: int) -> None:
     with _lock:
         state = _supervisors.get(id(supervisor))
     if state is not None:
-        mark_process_dead(pid, state.directory)  # type: ignore[no-untyped-call]
+        state.directory.retire(pid)
 
 
 def supervisor_stopped(supervisor: Any) -> None:
@@ -164,4 +209,4 @@ def supervisor_stopped(supervisor: Any) -> None:
         return
     state.admin.close()
     if state.own_directory:
-        shutil.rmtree(state.directory, ignore_errors=True)
+        shutil.rmtree(state.directory.path, ignore_errors=True)
