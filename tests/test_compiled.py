@@ -144,13 +144,14 @@ def test_compiled_build_really_runs_native_code() -> None:
     import gev_protobuf
     import gev_ringbuffer
     import gev_timers
-    from gev_websocket import _fastpath
+    from gev_websocket import WebSocketSession, _fastpath
 
     # A mypyc-compiled method or function is not a Python function object.
     assert not isinstance(gev_ringbuffer.RingBuffer.write, types.FunctionType)
     assert not isinstance(gev_timers.LoopTimers.run_after, types.FunctionType)
     assert not isinstance(gev_protobuf.scan_frames, types.FunctionType)
     assert not isinstance(gev_protobuf.ProtobufProtocol.receive, types.FunctionType)
+    assert not isinstance(WebSocketSession.receive, types.FunctionType)
     assert _fastpath._apply_mask is not None
     assert type(_fastpath._apply_mask).__name__ == "builtin_function_or_method"
 

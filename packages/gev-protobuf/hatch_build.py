@@ -153,9 +153,16 @@ class GevBuildHook(BuildHookInterface):  # type: ignore[type-arg, unused-ignore]
         deps = [SETUPTOOLS_REQUIREMENT]
         if self._mypyc_paths():
             deps.append(MYPY_REQUIREMENT)
-            if self.config.get("mypyc-imports-dependencies") and not self._sibling_sources():
-                # Standalone (sdist) build: type-check against the installed dependencies.
-                deps.extend(self.metadata.core.dependencies)
+            if self.config.get("mypyc-imports-dependencies"):
+                # mypy type-checks the compiled modules' imports: other gev packages from their
+                # sources inside the repository (see _sibling_sources), installed otherwise (a
+                # standalone sdist build); third-party ones (wsproto...) always installed.
+                siblings = bool(self._sibling_sources())
+                deps.extend(
+                    d
+                    for d in self.metadata.core.dependencies
+                    if not (siblings and d.startswith("gev-"))
+                )
         return deps
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:

@@ -3,9 +3,9 @@
 wsproto is exact but costs tens of microseconds per message in pure Python (event objects,
 generators, a per-frame masker object, bytearray copies). Nearly every frame a server sees in
 steady state is the simple case below, and for it wsproto's whole pipeline reduces to "unmask
-the payload, decode it if it is text, deliver it". :func:`receive` (installed as
-``WebSocketSession.receive``, so a read costs one Python call) does exactly that in a loop and
-calls the session's ``_slow_path`` for everything else.
+the payload, decode it if it is text, deliver it". ``WebSocketSession.receive`` (one Python
+call per read) does exactly that in a loop with the helpers of this module, and calls the
+session's ``_slow_path`` for everything else.
 
 **When a frame takes the fast path** (all must hold):
 
@@ -50,17 +50,13 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from ._session import WebSocketSession
+from typing import Any
 
 __all__ = [
     "NATIVE_UNMASK",
     "build_binary",
     "build_message",
     "build_text",
-    "receive",
     "unmask",
 ]
 
@@ -163,94 +159,6 @@ def build_message(message: str | bytes | bytearray | memoryview) -> bytes:
     if isinstance(message, str):
         return build_text(message)
     return build_binary(message)
-
-
-def receive(self: WebSocketSession, data: bytes | bytearray | memoryview, out: list[bytes]) -> bool:
-    """Process bytes read from the socket; append the bytes to send to *out*.
-
-    This is :meth:`WebSocketSession.receive <gev_websocket.WebSocketSession.receive>`.
-    Messages are handed to the session's ``on_message`` callback during the call, and each
-    reply it returns is framed into *out* at once, so *out* keeps the order of the wire
-    (handshake response, replies, pongs, close frame). *data* is only read during the call
-    (it may be a view into a reused read buffer); whatever must outlive the call is copied.
-
-    Returns :attr:`~gev_websocket.WebSocketSession.closed`: when true, write *out* and
-    then close the transport. With ``work_per_turn`` set it may stop early, leaving the last
-    :attr:`~gev_websocket.WebSocketSession.unconsumed` bytes of *data* for the next call:
-    the slow path decides that (the fast path's work is bounded by the size of *data*), and
-    reports everything taken to this loop, which then ends.
-    """
-    if self._fast and not self._pending:
-        pos = 0
-    else:
-        data, pos = self._slow_path(data, 0, out, False)
-    end = len(data)
-    while pos < end:
-        b0, b1, key = _unpack_short(data, pos) if end - pos >= 6 else _SHORT
-        # 0x81/0x82: FIN, no RSV bit, text/binary.  b1 >= 0x80: masked.
-        if (b0 == 0x82 or b0 == 0x81) and b1 >= 0x80:
-            n = b1 - 0x80
-            start = pos + 6
-            if n >= 126:
-                if n == 126:
-                    if end - pos >= 8:
-                        _, _, n, key = _unpack_medium(data, pos)
-                        start = pos + 8 if n >= 126 else end + 1
-                    else:
-                        start = end + 1
-                elif end - pos >= 14:
-                    _, _, n, key = _unpack_long(data, pos)
-                    start = pos + 14 if n >= 65536 else end + 1
-                else:
-                    start = end + 1
-            stop = start + n
-            # The limit is below 2**63, so this also refuses a 64-bit length with its top
-            # bit set; start > end flags a cut or non-minimal header.
-            if stop <= end and n <= self._fast_limit:
-                native = _apply_mask
-                if native is not None:
-                    payload = native(data[start:stop], data[start - 4 : start])
-                elif n <= INT_UNMASK_MAX:
-                    k = (n + 3) >> 2
-                    key *= _REPUNIT[k] or _repunit(k)
-                    if n & 3:
-                        key >>= (k << 5) - (n << 3)
-                    payload = (_from_bytes(data[start:stop], "big") ^ key).to_bytes(n, "big")
-                else:  # a view, not a slice: _unmask_translate copies it anyway
-                    payload = _unmask_translate(memoryview(data)[start:stop], key)
-                message: str | bytes = payload
-                if b0 == 0x81:
-                    try:
-                        message = payload.decode()
-                    except UnicodeDecodeError:
-                        # wsproto fails the connection with 1007 and its own reason.
-                        data, pos = self._slow_path(data, pos, out, True)
-                        end = len(data)
-                        continue
-                pos = stop
-                self.received += 1
-                reply = self._on_message(self._context, message)
-                if reply is not None:
-                    self.replied += 1
-                    if type(reply) is not bytes or self._deflate is not None:
-                        out.append(self._build_reply(reply))
-                    elif (k := len(reply)) < 126:
-                        out.append(_BINARY_HEADERS[k] + reply)
-                    elif k < 65536:
-                        # Header and payload as two chunks: no copy of a big payload here,
-                        # and a writev/join downstream copies it at most once.
-                        out += (_pack_medium(0x82, 126, k), reply)
-                    else:
-                        out += (_pack_long(0x82, 127, k), reply)
-                if self._fast:
-                    continue
-                # The handler closed the session (or similar): hand over what is left.
-                data, pos = self._slow_path(data, pos, out, False)
-                end = len(data)
-                continue
-        data, pos = self._slow_path(data, pos, out, True)
-        end = len(data)
-    return self.closed
 
 
 # Stands in for a header too short to unpack: fails the first-byte test.

@@ -54,8 +54,32 @@ from wsproto.utilities import RemoteProtocolError
 
 from ._compat import wsproto_buffered, wsproto_idle
 from ._extensions import BoundedPerMessageDeflate, MessageLimits
-from ._fastpath import build_binary, build_message, build_text
-from ._fastpath import receive as _fastpath_receive
+from ._fastpath import (
+    _BINARY_HEADERS,
+    _REPUNIT,
+    _SHORT,
+    INT_UNMASK_MAX,
+    _apply_mask,
+    _from_bytes,
+    _pack_long,
+    _pack_medium,
+    _repunit,
+    _unmask_translate,
+    _unpack_long,
+    _unpack_medium,
+    _unpack_short,
+    build_binary,
+    build_message,
+    build_text,
+)
+
+try:  # read by mypyc at build time (docs/compiled.md); never applied to a compiled class
+    from mypy_extensions import mypyc_attr
+except ImportError:  # not a dependency: in pure Python the decorator changes nothing
+
+    def mypyc_attr(*_args: object, **_attrs: object) -> Any:  # type: ignore[misc]
+        return lambda cls: cls
+
 
 __all__ = ["Accept", "Deflate", "Reject", "WebSocketSession"]
 
@@ -244,6 +268,9 @@ def _can_wait(data: bytes | bytearray | memoryview, pos: int, end: int, limit: i
     return 0
 
 
+# Compiled, and subclassed by the plugin's own session (gev_websocket._protocol) and maybe by
+# users: calls to its overridable methods dispatch like Python's.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class WebSocketSession:
     """Server side of one WebSocket connection, from the HTTP upgrade to the close.
 
@@ -417,8 +444,100 @@ class WebSocketSession:
 
     # -- input ---------------------------------------------------------------------------
 
-    # The per-read entry point is the fast path itself; see _fastpath.receive.
-    receive = _fastpath_receive
+    # The per-read entry point is the fast path itself (see gev_websocket._fastpath): one
+    # Python call per read; everything it does not do itself goes to _slow_path.
+    def receive(self, data: bytes | bytearray | memoryview, out: list[bytes]) -> bool:
+        """Process bytes read from the socket; append the bytes to send to *out*.
+
+        Messages are handed to the session's ``on_message`` callback during the call, and each
+        reply it returns is framed into *out* at once, so *out* keeps the order of the wire
+        (handshake response, replies, pongs, close frame). *data* is only read during the call
+        (it may be a view into a reused read buffer); whatever must outlive the call is copied.
+
+        Returns :attr:`~gev_websocket.WebSocketSession.closed`: when true, write *out* and
+        then close the transport. With ``work_per_turn`` set it may stop early, leaving the last
+        :attr:`~gev_websocket.WebSocketSession.unconsumed` bytes of *data* for the next call:
+        the slow path decides that (the fast path's work is bounded by the size of *data*), and
+        reports everything taken to this loop, which then ends.
+        """
+        # Declared: compiled, header fields are then machine integers, not objects.
+        pos: int
+        b0: int
+        b1: int
+        key: int
+        n: int
+        start: int
+        if self._fast and not self._pending:
+            pos = 0
+        else:
+            data, pos = self._slow_path(data, 0, out, False)
+        end = len(data)
+        while pos < end:
+            b0, b1, key = _unpack_short(data, pos) if end - pos >= 6 else _SHORT
+            # 0x81/0x82: FIN, no RSV bit, text/binary.  b1 >= 0x80: masked.
+            if (b0 == 0x82 or b0 == 0x81) and b1 >= 0x80:
+                n = b1 - 0x80
+                start = pos + 6
+                if n >= 126:
+                    if n == 126:
+                        if end - pos >= 8:
+                            _, _, n, key = _unpack_medium(data, pos)
+                            start = pos + 8 if n >= 126 else end + 1
+                        else:
+                            start = end + 1
+                    elif end - pos >= 14:
+                        _, _, n, key = _unpack_long(data, pos)
+                        start = pos + 14 if n >= 65536 else end + 1
+                    else:
+                        start = end + 1
+                stop = start + n
+                # The limit is below 2**63, so this also refuses a 64-bit length with its top
+                # bit set; start > end flags a cut or non-minimal header.
+                if stop <= end and n <= self._fast_limit:
+                    native = _apply_mask
+                    if native is not None:
+                        payload = native(data[start:stop], data[start - 4 : start])
+                    elif n <= INT_UNMASK_MAX:
+                        k = (n + 3) >> 2
+                        key *= _REPUNIT[k] or _repunit(k)
+                        if n & 3:
+                            key >>= (k << 5) - (n << 3)
+                        payload = (_from_bytes(data[start:stop], "big") ^ key).to_bytes(n, "big")
+                    else:  # a view, not a slice: _unmask_translate copies it anyway
+                        payload = _unmask_translate(memoryview(data)[start:stop], key)
+                    message: str | bytes = payload
+                    if b0 == 0x81:
+                        try:
+                            message = payload.decode()
+                        except UnicodeDecodeError:
+                            # wsproto fails the connection with 1007 and its own reason.
+                            data, pos = self._slow_path(data, pos, out, True)
+                            end = len(data)
+                            continue
+                    pos = stop
+                    self.received += 1
+                    reply = self._on_message(self._context, message)
+                    if reply is not None:
+                        self.replied += 1
+                        if type(reply) is not bytes or self._deflate is not None:
+                            out.append(self._build_reply(reply))
+                        elif (k := len(reply)) < 126:
+                            out.append(_BINARY_HEADERS[k] + reply)
+                        elif k < 65536:
+                            # Header and payload as two chunks: no copy of a big payload here,
+                            # and a writev/join downstream copies it at most once.
+                            out += (_pack_medium(0x82, 126, k), reply)
+                        else:
+                            out += (_pack_long(0x82, 127, k), reply)
+                    if self._fast:
+                        continue
+                    # The handler closed the session (or similar): hand over what is left.
+                    data, pos = self._slow_path(data, pos, out, False)
+                    end = len(data)
+                    continue
+            data, pos = self._slow_path(data, pos, out, True)
+            end = len(data)
+        return self.closed
 
     def receive_eof(self) -> None:
         """Tell the session that the peer closed the transport."""
@@ -517,6 +636,9 @@ class WebSocketSession:
         return conn.send(CloseConnection(code=code, reason=reason or None))
 
     # -- handshake -----------------------------------------------------------------------
+
+    def _handshake_done(self) -> bool:
+        return self._conn is not None
 
     def _receive_head(self, data: bytes | bytearray | memoryview, out: list[bytes]) -> bytes:
         """Collect the request head; once complete, answer it. Returns the bytes after it."""
@@ -667,7 +789,7 @@ class WebSocketSession:
     def _slow_path(
         self, data: bytes | bytearray | memoryview, pos: int, out: list[bytes], stopped: bool
     ) -> tuple[bytes | bytearray | memoryview, int]:
-        """Everything :func:`~gev_websocket._fastpath.receive` does not do itself.
+        """Everything :meth:`receive` does not do itself.
 
         Handles the handshake, bytes kept from the previous read, and frames that go to
         wsproto (fed one frame at a time). Returns ``(data, pos)``: where the fast path can
@@ -688,7 +810,9 @@ class WebSocketSession:
         if self._conn is None:
             data = self._receive_head(data[pos:] if pos else data, out)
             pos = 0
-            if self.closed or self._conn is None:
+            # Not `self._conn is None` again: mypy keeps the narrowing to None across the call
+            # that set it, and compiled code would check that.
+            if self.closed or not self._handshake_done():
                 return data, len(data)
         if self._pending:
             pending = self._pending
