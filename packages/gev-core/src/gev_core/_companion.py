@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import sys
 import threading
 import time
 from collections import deque
@@ -112,9 +113,17 @@ class AsyncioCompanion:
         #: Coroutines accepted and not finished (the bound), under ``_lock``.
         self._count = 0
         self._waiters: deque[RoomWaiter] = deque()
-        #: Every task of ours that runs, to cancel at stop (companion thread only). Also the
-        #: strong references asyncio wants someone to hold.
-        self._tasks: set[asyncio.Task[Any]] = set()
+        #: Every task of ours that runs, to cancel at stop (companion thread only), with its job
+        #: when it was started by :meth:`start_batch` (None otherwise). Also the strong
+        #: references asyncio wants someone to hold.
+        self._tasks: dict[asyncio.Task[Any], CoroutineJob | None] = {}
+        #: Batch-started tasks finished and not yet released from the bound (companion thread).
+        self._finished_count = 0
+        self._release_scheduled = False
+        #: Batches handed over by :meth:`start_batch` (any thread; a counter for tests and
+        #: benchmarks).
+        self.batches = 0
+        self._finished_cb = self._finished
         self._loop: asyncio.AbstractEventLoop | None = None
         self._uvloop = False
         self._runner: threading.Thread | None = None
@@ -197,6 +206,37 @@ class AsyncioCompanion:
             loop = self._loop
         loop.call_soon_threadsafe(self._drain)
         return True
+
+    def reserve(self, waiter: RoomWaiter | None = None) -> bool:
+        """Take a place within ``max_tasks`` for a job :meth:`start_batch` will start; False
+        if there is none (``waiter``, if given, is then told once when a coroutine finishes).
+
+        :raises RuntimeError: not started, or stopped.
+        """
+        with self._lock:
+            if self._closed or self._loop is None:
+                raise RuntimeError("the asyncio companion is not running")
+            if self._count >= self._max_tasks:
+                if waiter is not None and waiter not in self._waiters:
+                    self._waiters.append(waiter)
+                return False
+            self._count += 1
+            return True
+
+    def start_batch(self, jobs: Sequence[CoroutineJob]) -> None:
+        """Start these jobs' coroutines, each with a place taken by :meth:`reserve`: one
+        ``call_soon_threadsafe`` of the asyncio loop for the whole list. Any thread.
+
+        A job's outcome is reported through its ``finished``; a job cancelled before it
+        starts (``coroutine()`` returns None) just gives its place back.
+
+        :raises RuntimeError: the companion's loop is closed (a stop that timed out).
+        """
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the asyncio companion is not running")
+        self.batches += 1
+        loop.call_soon_threadsafe(self._start_batch, jobs)
 
     def forget(self, waiter: RoomWaiter) -> None:
         """Stop waiting for room."""
@@ -309,6 +349,58 @@ class AsyncioCompanion:
         for job in jobs:
             self._start(job, True)
 
+    def _start_batch(self, jobs: Sequence[CoroutineJob]) -> None:
+        # One hand-over, many coroutines: the per-job steps of _start written out, and one
+        # done callback (_finished) that settles the job and releases its place in batches.
+        loop = self.loop
+        tasks = self._tasks
+        finished = self._finished_cb
+        for job in jobs:
+            try:
+                coro = job.coroutine()
+            except Exception:
+                logger.exception("asyncio companion: job %r failed to start", job)
+                coro = None
+            if coro is None:
+                self._release_later()
+                continue
+            task = _new_task(coro, loop)
+            job.started(task)
+            if task.done():  # finished without suspending (an eager start, 3.12+)
+                self._release_later()
+                job.finished(task)
+                continue
+            tasks[task] = job
+            task.add_done_callback(finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        job = self._tasks.pop(task, None)
+        if not self._release_scheduled:
+            self._release_scheduled = True
+            self.loop.call_soon(self._release_finished)
+        self._finished_count += 1
+        if job is not None:
+            job.finished(task)
+
+    def _release_later(self) -> None:
+        self._finished_count += 1
+        if not self._release_scheduled:
+            self._release_scheduled = True
+            self.loop.call_soon(self._release_finished)
+
+    def _release_finished(self) -> None:
+        # The places of the batch-started tasks that finished in this turn of the loop, under
+        # one lock; one waiter woken per place, as _release does.
+        n = self._finished_count
+        self._finished_count = 0
+        self._release_scheduled = False
+        with self._lock:
+            self._count -= n
+            waiters = self._waiters
+            woken = [waiters.popleft() for _ in range(min(n, len(waiters)))]
+        for waiter in woken:
+            self._wake(waiter)
+
     def _start(self, job: CoroutineJob, counted: bool) -> None:
         try:
             coro = job.coroutine()
@@ -321,17 +413,17 @@ class AsyncioCompanion:
             return
         loop = self.loop
         task = loop.create_task(coro)
-        self._tasks.add(task)
+        self._tasks[task] = None
         task.add_done_callback(self._task_done if counted else self._uncounted_done)
         job.started(task)
         task.add_done_callback(job.finished)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
+        self._tasks.pop(task, None)
         self._release()
 
     def _uncounted_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
+        self._tasks.pop(task, None)
 
     def _release(self) -> None:
         with self._lock:
@@ -358,7 +450,7 @@ class AsyncioCompanion:
             self._start(job, False)
             return
         waiter = self.loop.create_task(self._run_after(pending, job))
-        self._tasks.add(waiter)
+        self._tasks[waiter] = None
         waiter.add_done_callback(self._uncounted_done)
 
     async def _run_after(self, pending: list[asyncio.Task[Any]], job: CoroutineJob) -> None:
@@ -368,7 +460,7 @@ class AsyncioCompanion:
     def _begin_shutdown(self, deadline: float, result: list[int]) -> None:
         self._drain()  # what was submitted before stop() still starts (and gets its time)
         task = self.loop.create_task(self._shutdown(deadline, result))
-        self._tasks.add(task)
+        self._tasks[task] = None
 
     async def _shutdown(self, deadline: float, result: list[int]) -> None:
         me = asyncio.current_task()
@@ -391,6 +483,23 @@ class AsyncioCompanion:
             result.append(len(pending))
         finally:
             self.loop.stop()
+
+
+if sys.version_info >= (3, 12):
+
+    def _new_task(
+        coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Task[Any]:
+        # Eager: the coroutine runs at once, up to its first real suspension, inside this
+        # call; one that never suspends is done before it was ever scheduled.
+        return asyncio.Task(coro, loop=loop, eager_start=True)
+
+else:
+
+    def _new_task(
+        coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Task[Any]:
+        return loop.create_task(coro)
 
 
 def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
