@@ -50,12 +50,21 @@ PAYLOAD = 64
 # ---------------------------------------------------------------------- child: the server
 
 _calls = 0
+_by_code: dict = {}
 
 
 def _count(frame, event, arg):  # the profile function: one Python call each time
     global _calls
     if event == "call":
         _calls += 1
+
+
+def _count_by_code(frame, event, arg):  # --top: which functions, too
+    global _calls
+    if event == "call":
+        _calls += 1
+        code = frame.f_code
+        _by_code[code] = _by_code.get(code, 0) + 1
 
 
 def _gev_handler(work: str, delay: float):
@@ -133,20 +142,29 @@ def _serve_uvloop(delay: float, loop_kind: str, ready) -> None:
     ready(port[0], lambda: loop.call_soon_threadsafe(loop.stop))
 
 
-def child(variant: str, delay: float, loop_kind: str, profile: bool) -> None:
+def child(variant: str, delay: float, loop_kind: str, profile: bool, top: int) -> None:
     # This (main) thread answers the parent on stdin and is never profiled; the server's
     # threads are all started after threading.setprofile, so every one of them is.
     if profile:
-        threading.setprofile(_count)
+        threading.setprofile(_count_by_code if top else _count)
 
     def ready(port: int, stop) -> None:
         print(port, flush=True)
+        marks = []
         for line in sys.stdin:
             if line.strip() == "mark":
+                marks.append(dict(_by_code))
                 print(_calls, flush=True)
             else:
                 break
         stop()
+        if top and len(marks) >= 2:
+            first, last = marks[-2], marks[-1]
+            diff = {code: n - first.get(code, 0) for code, n in last.items()}
+            ranked = sorted(diff.items(), key=lambda kv: -kv[1])[:top]
+            for code, n in ranked:
+                where = f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
+                print(f"{n:9d}  {code.co_name} ({where})", file=sys.stderr)
 
     if variant == "uvloop-async":
         _serve_uvloop(delay, loop_kind, ready)
@@ -244,6 +262,8 @@ def measure(args, variant: str, profile: bool, strace: bool) -> dict:
     ]
     if not profile:
         cmd.append("--no-profile")
+    elif args.top:
+        cmd += ["--top", str(args.top)]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdin is not None and proc.stdout is not None
     port = int(proc.stdout.readline())
@@ -324,11 +344,14 @@ def main() -> None:
     ap.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     ap.add_argument("--strace", action="store_true", help="also futex and system calls/request")
     ap.add_argument("--no-calls", action="store_true", help="skip the profiled run")
+    ap.add_argument(
+        "--top", type=int, default=0, help="print the N functions called most in the window"
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--no-profile", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child, args.sleep_ms / 1000.0, args.loop, not args.no_profile)
+        child(args.child, args.sleep_ms / 1000.0, args.loop, not args.no_profile, args.top)
         return
     print(
         "| variant | conns x in flight | Python calls/request | futex/request |"

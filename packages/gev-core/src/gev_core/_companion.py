@@ -4,14 +4,18 @@ beside a server's gev loops, for handlers written as coroutines.
 Python's database and HTTP clients for asyncio (asyncpg, redis.asyncio, httpx) need a running
 asyncio loop; gev's loops are not asyncio loops. So a server whose handler has ``async def``
 callbacks gets one companion thread with an asyncio loop, and the coroutines run there: the gev
-loop creates each coroutine object (which runs nothing), hands it over with :meth:`submit`,
-and gets the outcome back on its own thread from the job (``gev_core._jobs``), which posts it
-with the gev loop's public ``call_soon_threadsafe``.
+loop creates each coroutine object (which runs nothing), takes a place for it with
+:meth:`reserve` and hands over a whole batch of them with :meth:`start_batch` (one
+``call_soon_threadsafe`` of the asyncio loop; :meth:`submit` does both for one job, jobs
+submitted while a batch is pending riding along), and gets the outcome back on its own thread
+from the job (``gev_core._jobs``), which posts it through the gev loop's link.
 
-Hand-over costs one lock and, per batch, one ``call_soon_threadsafe`` of the asyncio loop:
-jobs submitted while a batch is pending ride along with it. The number of coroutines running
-at once is bounded server-wide (``max_tasks``); a submitter refused for that waits for room
-exactly as with the thread pool (:class:`~gev_core._threadpool.RoomWaiter`).
+Hand-over costs one lock per job and one ``call_soon_threadsafe`` per batch. On Python 3.12+
+tasks start eagerly: a coroutine that returns without suspending is never scheduled. The
+number of coroutines running at once is bounded server-wide (``max_tasks``); a submitter
+refused for that waits for room exactly as with the thread pool
+(:class:`~gev_core._threadpool.RoomWaiter`). Places of batch-started tasks are given back once
+per turn of the asyncio loop, under one lock.
 
 Stopping (:meth:`AsyncioCompanion.stop`) is bounded: coroutines still running get until the
 deadline to finish (``on_close`` coroutines of the connections a stopping server closed, say),
@@ -45,6 +49,12 @@ CANCEL_GRACE = 2.0
 
 _LOOPS = ("auto", "asyncio", "uvloop")
 
+#: Python 3.12+: batch-started tasks start eagerly -- the coroutine runs at once, up to its
+#: first real suspension, inside the Task constructor; one that never suspends is done before
+#: it was ever scheduled. Earlier versions schedule its first step (``loop.create_task``).
+EAGER = sys.version_info >= (3, 12)
+Task: Any = asyncio.Task
+
 
 class CoroutineJob(_TypingProtocol):
     """A coroutine to run on the companion, and what to do with its outcome."""
@@ -61,6 +71,16 @@ class CoroutineJob(_TypingProtocol):
 
     def finished(self, task: asyncio.Task[Any]) -> None:
         """``task`` is done -- returned, raised or was cancelled (companion thread)."""
+
+
+class BatchJob(CoroutineJob, _TypingProtocol):
+    """A job for :meth:`AsyncioCompanion.start_batch`, which reads and sets its fields itself
+    (``coroutine()`` and ``started()`` written out: they run per request)."""
+
+    #: The coroutine not yet taken (None once taken, or if the job was discarded).
+    coro: Coroutine[Any, Any, Any] | None
+    #: True once the job must not start: its coroutine is then closed unrun.
+    cancelled: bool
 
 
 def new_event_loop(kind: str = "auto") -> tuple[asyncio.AbstractEventLoop, bool]:
@@ -223,12 +243,13 @@ class AsyncioCompanion:
             self._count += 1
             return True
 
-    def start_batch(self, jobs: Sequence[CoroutineJob]) -> None:
+    def start_batch(self, jobs: Sequence[BatchJob]) -> None:
         """Start these jobs' coroutines, each with a place taken by :meth:`reserve`: one
         ``call_soon_threadsafe`` of the asyncio loop for the whole list. Any thread.
 
         A job's outcome is reported through its ``finished``; a job cancelled before it
-        starts (``coroutine()`` returns None) just gives its place back.
+        starts (``cancelled``, or no ``coro`` left) just gives its place back, its coroutine
+        closed unrun.
 
         :raises RuntimeError: the companion's loop is closed (a stop that timed out).
         """
@@ -349,23 +370,22 @@ class AsyncioCompanion:
         for job in jobs:
             self._start(job, True)
 
-    def _start_batch(self, jobs: Sequence[CoroutineJob]) -> None:
+    def _start_batch(self, jobs: Sequence[BatchJob]) -> None:
         # One hand-over, many coroutines: the per-job steps of _start written out, and one
         # done callback (_finished) that settles the job and releases its place in batches.
         loop = self.loop
         tasks = self._tasks
         finished = self._finished_cb
         for job in jobs:
-            try:
-                coro = job.coroutine()
-            except Exception:
-                logger.exception("asyncio companion: job %r failed to start", job)
-                coro = None
-            if coro is None:
+            coro = job.coro
+            job.coro = None
+            if coro is None or job.cancelled:
+                if coro is not None:
+                    coro.close()
                 self._release_later()
                 continue
-            task = _new_task(coro, loop)
-            job.started(task)
+            task = Task(coro, loop=loop, eager_start=True) if EAGER else loop.create_task(coro)
+            job.task = task
             if task.done():  # finished without suspending (an eager start, 3.12+)
                 self._release_later()
                 job.finished(task)
@@ -483,23 +503,6 @@ class AsyncioCompanion:
             result.append(len(pending))
         finally:
             self.loop.stop()
-
-
-if sys.version_info >= (3, 12):
-
-    def _new_task(
-        coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop
-    ) -> asyncio.Task[Any]:
-        # Eager: the coroutine runs at once, up to its first real suspension, inside this
-        # call; one that never suspends is done before it was ever scheduled.
-        return asyncio.Task(coro, loop=loop, eager_start=True)
-
-else:
-
-    def _new_task(
-        coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop
-    ) -> asyncio.Task[Any]:
-        return loop.create_task(coro)
 
 
 def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

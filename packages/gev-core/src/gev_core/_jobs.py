@@ -17,8 +17,11 @@ costs nothing), which runs on the connection's loop thread and owns four things:
   its jobs handed to the pool or the companion at once; the rest wait here, in order. When the
   pool's server-wide queue is full the job waits here too and reading stops until the pool has
   room: a full pool slows the clients that fill it, never the event loop, and loses nothing.
-* **Hand-back.** A thread or the companion finishes a job and posts it to the connection's
-  loop with the loop's public ``call_soon_threadsafe``; the rest happens on the loop thread.
+* **Hand-over and hand-back, batched.** Each loop has one :class:`LoopLink` shared by its
+  connections: the coroutines started during a batch of events cross to the companion in one
+  hand-over after the batch, and finished jobs (coroutines and pool jobs) are appended to the
+  link, the first of them posting one ``call_soon_threadsafe`` to the loop for all that arrive
+  before it drains them; the rest happens on the loop thread.
 * **Failure and close.** A job that raises closes the connection -- at its turn, after the
   replies before it, with the traceback logged -- unless it was given an ``on_error(conn,
   exc)`` callback, whose return value is then the reply. When the connection goes away
@@ -543,11 +546,16 @@ class ConnectionJobs:
         ):
             self._held.append(job)
         else:
-            result = self._submit(job)
-            if result == _ACCEPTED:
-                self._running.add(job)
-            elif result == _REFUSED:
-                self._held.append(job)
+            try:
+                accepted = self._link.submit(job, self)  # _submit, written out
+            except Exception as exc:
+                self._submit_failed(job, exc)
+            else:
+                if accepted:
+                    self._running.add(job)
+                else:
+                    self._waiting = COROUTINE
+                    self._held.append(job)
         if not self._busy or self._waiting or seq + 1 - order._head >= self._limit:
             self._update()
 
@@ -716,15 +724,18 @@ class ConnectionJobs:
             else:
                 accepted = service.companion().submit(job, self)
         except Exception as exc:
-            job.discard()
-            job.ok = False
-            job.value = exc
-            self._settle_now(job)
+            self._submit_failed(job, exc)
             return _SETTLED
         if accepted:
             return _ACCEPTED
         self._waiting = job.kind
         return _REFUSED
+
+    def _submit_failed(self, job: Job, exc: Exception) -> None:
+        job.discard()
+        job.ok = False
+        job.value = exc
+        self._settle_now(job)
 
     def _settle_now(self, job: Job) -> None:
         # A job that failed before it ran (the runner is shut down or cannot start).
@@ -751,8 +762,31 @@ class ConnectionJobs:
             self._pump()
             self._update()
             return
+        order = self._order
+        if job.ok and job.seq == order._head and not order._ready and not order._waiting:
+            # The reply next in line and nothing behind it ready: sent now (complete,
+            # pop_ready and _flush for one entry, written out: the common case, per request).
+            order._head += 1
+            value = job.value
+            if value is not None:
+                target = self.target
+                try:
+                    data = target.protocol.pack(target, value)
+                except Exception:
+                    logger.exception("closing %r: a reply produced later cannot be framed", target)
+                    self._fail()
+                    return
+                if data:
+                    target._jobs_write(data)
+            if self._held:
+                self._pump()
+            if self._closing and order._next == order._head:
+                self._close_target()
+                return
+            self._update()
+            return
         if job.ok:
-            self._order.complete(job.seq, (_REPLY, job.value))
+            order.complete(job.seq, (_REPLY, job.value))
         else:
             self._complete(job)
         if self._held:
