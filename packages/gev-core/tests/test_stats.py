@@ -183,3 +183,21 @@ def test_close_reason_is_validated_and_recorded() -> None:
             sock.sendall(b"idle")
             assert _closed_by_server(sock)
         _wait(lambda: reasons == ["idle"])
+
+
+def test_busy_time_grows_under_load_and_not_while_idle() -> None:
+    # busy_ns: time outside the poll wait, counted only while counting; an idle loop blocks
+    # in poll and adds nothing.
+    with serve(Echo(), count_traffic=True) as srv:
+        stats = srv.loops[0].stats
+        with connect(srv) as sock:
+            _lockstep(sock, [b"ping"] * 200)
+            _wait(lambda: stats.messages_in == 200)
+            assert stats.busy_ns > 0
+            busy = stats.busy_ns
+            time.sleep(0.3)  # idle, a connection open
+            assert stats.busy_ns - busy < 50_000_000  # a stray wake-up at most, never 0.3 s
+    with serve(Echo()) as srv:  # not counting: never read the clock
+        with connect(srv) as sock:
+            _lockstep(sock, [b"ping"] * 20)
+        assert srv.loops[0].stats.busy_ns == 0

@@ -202,3 +202,20 @@ def test_no_metrics_no_hooks_no_counting() -> None:
         assert not [loop for loop in server.loops if loop.stats.counting]
     finally:
         server.stop()
+
+
+def test_loop_busy_seconds_grow_under_load_and_stay_near_zero_while_idle(
+    served: Server,
+) -> None:
+    url = _admin_url(served)
+    wait_until(lambda: "gev_loop_busy_seconds_total" in http_get(url + "/metrics")[1])
+    idle = total(http_get(url + "/metrics")[1], "gev_loop_busy_seconds_total")
+    assert idle < 0.5  # set-up and lag probes only: the loops sleep in poll
+    with connect(served) as c:
+        for _ in range(300):
+            c.sendall(b"ping")
+            assert recv_exactly(c, 4) == b"ping"
+    wait_until(
+        lambda: total(http_get(url + "/metrics")[1], "gev_loop_busy_seconds_total") > idle,
+        what="busy time of the traffic exported",
+    )

@@ -4,14 +4,18 @@ beside a server's gev loops, for handlers written as coroutines.
 Python's database and HTTP clients for asyncio (asyncpg, redis.asyncio, httpx) need a running
 asyncio loop; gev's loops are not asyncio loops. So a server whose handler has ``async def``
 callbacks gets one companion thread with an asyncio loop, and the coroutines run there: the gev
-loop creates each coroutine object (which runs nothing), hands it over with :meth:`submit`,
-and gets the outcome back on its own thread from the job (``gev_core._jobs``), which posts it
-with the gev loop's public ``call_soon_threadsafe``.
+loop creates each coroutine object (which runs nothing), takes a place for it with
+:meth:`reserve` and hands over a whole batch of them with :meth:`start_batch` (one
+``call_soon_threadsafe`` of the asyncio loop; :meth:`submit` does both for one job, jobs
+submitted while a batch is pending riding along), and gets the outcome back on its own thread
+from the job (``gev_core._jobs``), which posts it through the gev loop's link.
 
-Hand-over costs one lock and, per batch, one ``call_soon_threadsafe`` of the asyncio loop:
-jobs submitted while a batch is pending ride along with it. The number of coroutines running
-at once is bounded server-wide (``max_tasks``); a submitter refused for that waits for room
-exactly as with the thread pool (:class:`~gev_core._threadpool.RoomWaiter`).
+Hand-over costs one lock per job and one ``call_soon_threadsafe`` per batch. On Python 3.12+
+tasks start eagerly: a coroutine that returns without suspending is never scheduled. The
+number of coroutines running at once is bounded server-wide (``max_tasks``); a submitter
+refused for that waits for room exactly as with the thread pool
+(:class:`~gev_core._threadpool.RoomWaiter`). Places of batch-started tasks are given back once
+per turn of the asyncio loop, under one lock.
 
 Stopping (:meth:`AsyncioCompanion.stop`) is bounded: coroutines still running get until the
 deadline to finish (``on_close`` coroutines of the connections a stopping server closed, say),
@@ -25,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import sys
 import threading
 import time
 from collections import deque
@@ -44,6 +49,12 @@ CANCEL_GRACE = 2.0
 
 _LOOPS = ("auto", "asyncio", "uvloop")
 
+#: Python 3.12+: batch-started tasks start eagerly -- the coroutine runs at once, up to its
+#: first real suspension, inside the Task constructor; one that never suspends is done before
+#: it was ever scheduled. Earlier versions schedule its first step (``loop.create_task``).
+EAGER = sys.version_info >= (3, 12)
+Task: Any = asyncio.Task
+
 
 class CoroutineJob(_TypingProtocol):
     """A coroutine to run on the companion, and what to do with its outcome."""
@@ -60,6 +71,16 @@ class CoroutineJob(_TypingProtocol):
 
     def finished(self, task: asyncio.Task[Any]) -> None:
         """``task`` is done -- returned, raised or was cancelled (companion thread)."""
+
+
+class BatchJob(CoroutineJob, _TypingProtocol):
+    """A job for :meth:`AsyncioCompanion.start_batch`, which reads and sets its fields itself
+    (``coroutine()`` and ``started()`` written out: they run per request)."""
+
+    #: The coroutine not yet taken (None once taken, or if the job was discarded).
+    coro: Coroutine[Any, Any, Any] | None
+    #: True once the job must not start: its coroutine is then closed unrun.
+    cancelled: bool
 
 
 def new_event_loop(kind: str = "auto") -> tuple[asyncio.AbstractEventLoop, bool]:
@@ -112,9 +133,17 @@ class AsyncioCompanion:
         #: Coroutines accepted and not finished (the bound), under ``_lock``.
         self._count = 0
         self._waiters: deque[RoomWaiter] = deque()
-        #: Every task of ours that runs, to cancel at stop (companion thread only). Also the
-        #: strong references asyncio wants someone to hold.
-        self._tasks: set[asyncio.Task[Any]] = set()
+        #: Every task of ours that runs, to cancel at stop (companion thread only), with its job
+        #: when it was started by :meth:`start_batch` (None otherwise). Also the strong
+        #: references asyncio wants someone to hold.
+        self._tasks: dict[asyncio.Task[Any], CoroutineJob | None] = {}
+        #: Batch-started tasks finished and not yet released from the bound (companion thread).
+        self._finished_count = 0
+        self._release_scheduled = False
+        #: Batches handed over by :meth:`start_batch` (any thread; a counter for tests and
+        #: benchmarks).
+        self.batches = 0
+        self._finished_cb = self._finished
         self._loop: asyncio.AbstractEventLoop | None = None
         self._uvloop = False
         self._runner: threading.Thread | None = None
@@ -197,6 +226,38 @@ class AsyncioCompanion:
             loop = self._loop
         loop.call_soon_threadsafe(self._drain)
         return True
+
+    def reserve(self, waiter: RoomWaiter | None = None) -> bool:
+        """Take a place within ``max_tasks`` for a job :meth:`start_batch` will start; False
+        if there is none (``waiter``, if given, is then told once when a coroutine finishes).
+
+        :raises RuntimeError: not started, or stopped.
+        """
+        with self._lock:
+            if self._closed or self._loop is None:
+                raise RuntimeError("the asyncio companion is not running")
+            if self._count >= self._max_tasks:
+                if waiter is not None and waiter not in self._waiters:
+                    self._waiters.append(waiter)
+                return False
+            self._count += 1
+            return True
+
+    def start_batch(self, jobs: Sequence[BatchJob]) -> None:
+        """Start these jobs' coroutines, each with a place taken by :meth:`reserve`: one
+        ``call_soon_threadsafe`` of the asyncio loop for the whole list. Any thread.
+
+        A job's outcome is reported through its ``finished``; a job cancelled before it
+        starts (``cancelled``, or no ``coro`` left) just gives its place back, its coroutine
+        closed unrun.
+
+        :raises RuntimeError: the companion's loop is closed (a stop that timed out).
+        """
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the asyncio companion is not running")
+        self.batches += 1
+        loop.call_soon_threadsafe(self._start_batch, jobs)
 
     def forget(self, waiter: RoomWaiter) -> None:
         """Stop waiting for room."""
@@ -309,6 +370,57 @@ class AsyncioCompanion:
         for job in jobs:
             self._start(job, True)
 
+    def _start_batch(self, jobs: Sequence[BatchJob]) -> None:
+        # One hand-over, many coroutines: the per-job steps of _start written out, and one
+        # done callback (_finished) that settles the job and releases its place in batches.
+        loop = self.loop
+        tasks = self._tasks
+        finished = self._finished_cb
+        for job in jobs:
+            coro = job.coro
+            job.coro = None
+            if coro is None or job.cancelled:
+                if coro is not None:
+                    coro.close()
+                self._release_later()
+                continue
+            task = Task(coro, loop=loop, eager_start=True) if EAGER else loop.create_task(coro)
+            job.task = task
+            if task.done():  # finished without suspending (an eager start, 3.12+)
+                self._release_later()
+                job.finished(task)
+                continue
+            tasks[task] = job
+            task.add_done_callback(finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        job = self._tasks.pop(task, None)
+        if not self._release_scheduled:
+            self._release_scheduled = True
+            self.loop.call_soon(self._release_finished)
+        self._finished_count += 1
+        if job is not None:
+            job.finished(task)
+
+    def _release_later(self) -> None:
+        self._finished_count += 1
+        if not self._release_scheduled:
+            self._release_scheduled = True
+            self.loop.call_soon(self._release_finished)
+
+    def _release_finished(self) -> None:
+        # The places of the batch-started tasks that finished in this turn of the loop, under
+        # one lock; one waiter woken per place, as _release does.
+        n = self._finished_count
+        self._finished_count = 0
+        self._release_scheduled = False
+        with self._lock:
+            self._count -= n
+            waiters = self._waiters
+            woken = [waiters.popleft() for _ in range(min(n, len(waiters)))]
+        for waiter in woken:
+            self._wake(waiter)
+
     def _start(self, job: CoroutineJob, counted: bool) -> None:
         try:
             coro = job.coroutine()
@@ -321,17 +433,17 @@ class AsyncioCompanion:
             return
         loop = self.loop
         task = loop.create_task(coro)
-        self._tasks.add(task)
+        self._tasks[task] = None
         task.add_done_callback(self._task_done if counted else self._uncounted_done)
         job.started(task)
         task.add_done_callback(job.finished)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
+        self._tasks.pop(task, None)
         self._release()
 
     def _uncounted_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
+        self._tasks.pop(task, None)
 
     def _release(self) -> None:
         with self._lock:
@@ -358,7 +470,7 @@ class AsyncioCompanion:
             self._start(job, False)
             return
         waiter = self.loop.create_task(self._run_after(pending, job))
-        self._tasks.add(waiter)
+        self._tasks[waiter] = None
         waiter.add_done_callback(self._uncounted_done)
 
     async def _run_after(self, pending: list[asyncio.Task[Any]], job: CoroutineJob) -> None:
@@ -368,7 +480,7 @@ class AsyncioCompanion:
     def _begin_shutdown(self, deadline: float, result: list[int]) -> None:
         self._drain()  # what was submitted before stop() still starts (and gets its time)
         task = self.loop.create_task(self._shutdown(deadline, result))
-        self._tasks.add(task)
+        self._tasks[task] = None
 
     async def _shutdown(self, deadline: float, result: list[int]) -> None:
         me = asyncio.current_task()

@@ -17,8 +17,11 @@ costs nothing), which runs on the connection's loop thread and owns four things:
   its jobs handed to the pool or the companion at once; the rest wait here, in order. When the
   pool's server-wide queue is full the job waits here too and reading stops until the pool has
   room: a full pool slows the clients that fill it, never the event loop, and loses nothing.
-* **Hand-back.** A thread or the companion finishes a job and posts it to the connection's
-  loop with the loop's public ``call_soon_threadsafe``; the rest happens on the loop thread.
+* **Hand-over and hand-back, batched.** Each loop has one :class:`LoopLink` shared by its
+  connections: the coroutines started during a batch of events cross to the companion in one
+  hand-over after the batch, and finished jobs (coroutines and pool jobs) are appended to the
+  link, the first of them posting one ``call_soon_threadsafe`` to the loop for all that arrive
+  before it drains them; the rest happens on the loop thread.
 * **Failure and close.** A job that raises closes the connection -- at its turn, after the
   replies before it, with the traceback logged -- unless it was given an ``on_error(conn,
   exc)`` callback, whose return value is then the reply. When the connection goes away
@@ -222,8 +225,23 @@ class Job:
         exc = task.exception()
         if exc is not None:
             self._done(False, exc)
-        else:
-            self._done(True, task.result())
+            return
+        # Answered: _done and ConnectionJobs._post written out (the common case, per request).
+        self.ok = True
+        self.value = task.result()
+        owner = self.owner
+        if owner is None or self.role == _CLOSE:
+            return
+        with owner._lock:
+            if owner._cancelled:
+                return
+            link = owner._link
+            link.results.append(self)
+            if link.armed:
+                return
+            link.armed = True
+            link.wakeups += 1
+            owner._loop.call_soon_threadsafe(link.deliver)
 
     # ------------------------------------------------------------------ any thread
 
@@ -259,6 +277,126 @@ class Job:
         return f"<Job {self.describe()} seq={self.seq}{' cancelled' if self.cancelled else ''}>"
 
 
+class LoopLink:
+    """One gev loop's channel to its runners: batched hand-over and hand-back.
+
+    Every connection of a loop that offloads shares its loop's link (:meth:`OffloadService.
+    link_for`). Both crossings between the gev loop and the other threads are batched here:
+
+    * **Out** (coroutines, loop thread): while the loop dispatches a batch of events, the
+      coroutines its handlers start are collected in :attr:`starts` (each with its place in the
+      companion's ``max_tasks`` taken at once, so the bound and the backpressure are decided
+      per request, as before) and handed to the companion in one ``call_soon_threadsafe`` of
+      its asyncio loop after the batch (:meth:`flush`, on the gev loop's deferred list). Off a
+      batch (a job released from a connection's queue by a task) a job is handed over at once.
+    * **Back** (results, any thread): a finished job is appended to :attr:`results`, and only
+      the first since the loop last drained them posts :meth:`deliver` to the gev loop; the
+      rest ride along. A burst of N requests costs about two wake-ups, not 2N.
+
+    ``handovers`` and ``wakeups`` count the two kinds of crossing (tests and benchmarks).
+    """
+
+    __slots__ = (
+        "_gev",
+        "_service",
+        "armed",
+        "companion",
+        "deferred",
+        "deliver",
+        "flush_entry",
+        "handovers",
+        "loop",
+        "results",
+        "starts",
+        "wakeups",
+    )
+
+    def __init__(self, loop: LoopLike, service: OffloadService) -> None:
+        self.loop = loop
+        self._service = service
+        #: The gev loop's deferred operations (run after each batch), or None for another
+        #: kind of loop (tests): its jobs are then handed over one at a time.
+        deferred: list[tuple[Callable[[Any], Any], Any]] | None = getattr(loop, "_deferred", None)
+        self.deferred = deferred
+        self._gev: Any = loop if deferred is not None else None
+        self.companion: AsyncioCompanion | None = None
+        #: Coroutine jobs of the current batch, not yet handed over (loop thread).
+        self.starts: list[Job] = []
+        #: Finished jobs not yet settled on the loop thread (appended from any thread).
+        self.results: deque[Job] = deque()
+        #: True from the post of :meth:`deliver` until it runs: later results ride along.
+        self.armed = False
+        self.handovers = 0
+        self.wakeups = 0
+        self.deliver = self._deliver
+        self.flush_entry: tuple[Callable[[Any], Any], Any] = (self._flush, None)
+
+    def submit(self, job: Job, waiter: RoomWaiter) -> bool:
+        """Hand a coroutine job to the companion (now, or after the batch); False if
+        ``max_tasks`` run already (``waiter`` is told when there is room). Loop thread.
+
+        :raises RuntimeError: the companion is stopped.
+        :raises ImportError: uvloop asked for and missing.
+        """
+        companion = self.companion
+        if companion is None:  # once stopped, reserve() raises as service.companion() would
+            companion = self.companion = self._service.companion()
+        if not companion.reserve(waiter):
+            return False
+        gev = self._gev
+        if gev is not None and gev._dispatching:
+            starts = self.starts
+            if not starts:
+                deferred = self.deferred
+                assert deferred is not None
+                deferred.append(self.flush_entry)
+            starts.append(job)
+        else:
+            self.handovers += 1
+            companion.start_batch([job])
+        return True
+
+    def _flush(self, _: Any = None) -> None:
+        # After the batch (the gev loop's deferred operations): one hand-over for its starts.
+        starts = self.starts
+        if not starts:
+            return
+        self.starts = []
+        companion = self.companion
+        assert companion is not None
+        self.handovers += 1
+        try:
+            companion.start_batch(starts)
+        except RuntimeError as exc:  # stopped since (a stop that timed out): fail them
+            for job in starts:
+                job.discard()
+                job.ok = False
+                job.value = exc
+                owner = job.owner
+                if owner is not None:
+                    owner._settle(job)
+
+    def _deliver(self) -> None:
+        # Loop thread: settle every result posted so far (and those posted meanwhile).
+        self.armed = False
+        results = self.results
+        while results:
+            job = results.popleft()
+            owner = job.owner
+            if owner is None:
+                continue
+            try:
+                owner._settle(job)
+            except Exception:
+                logger.exception("settling %r failed", job)
+
+    def __repr__(self) -> str:
+        return (
+            f"<LoopLink handovers={self.handovers} wakeups={self.wakeups}"
+            f" starts={len(self.starts)} results={len(self.results)}>"
+        )
+
+
 _NOT_WAITING = 0
 
 # What _submit did with a job.
@@ -283,6 +421,7 @@ class ConnectionJobs:
         "_held",
         "_hold",
         "_limit",
+        "_link",
         "_lock",
         "_loop",
         "_order",
@@ -292,10 +431,18 @@ class ConnectionJobs:
         "target",
     )
 
-    def __init__(self, target: JobTarget, loop: LoopLike, service: OffloadService) -> None:
+    def __init__(
+        self,
+        target: JobTarget,
+        loop: LoopLike,
+        service: OffloadService,
+        link: LoopLink | None = None,
+    ) -> None:
         self.target = target
         self._loop = loop
         self._service = service
+        #: The loop's channel to the runners (shared by the loop's connections).
+        self._link = link if link is not None else service.link_for(loop)
         self._limit = service.max_pending
         self._order = ReplyOrder(service.max_pending)
         #: Jobs not yet handed to a runner: over the per-connection limit, refused by a full
@@ -383,7 +530,34 @@ class ConnectionJobs:
         if self._cancelled or self._closing:
             coro.close()
             return
-        self._answer(COROUTINE, None, (), coro, on_error)
+        # _answer for a coroutine, written out (the async on_message path, per request).
+        order = self._order
+        seq = order._next
+        order._next = seq + 1
+        job = Job(self, _ANSWER, seq)
+        job.kind = COROUTINE
+        job.coro = coro
+        job.on_error = on_error
+        if (
+            self._held
+            or self._waiting
+            or self._barrier is not None
+            or len(self._running) >= self._limit
+        ):
+            self._held.append(job)
+        else:
+            try:
+                accepted = self._link.submit(job, self)  # _submit, written out
+            except Exception as exc:
+                self._submit_failed(job, exc)
+            else:
+                if accepted:
+                    self._running.add(job)
+                else:
+                    self._waiting = COROUTINE
+                    self._held.append(job)
+        if not self._busy or self._waiting or seq + 1 - order._head >= self._limit:
+            self._update()
 
     def run_connect(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run an ``async def on_connect``; this connection's other jobs wait until it ends.
@@ -485,9 +659,18 @@ class ConnectionJobs:
     # ------------------------------------------------------------------ runner threads
 
     def _post(self, job: Job) -> None:
+        # Through the loop's link: only the first result since the loop last drained them
+        # wakes it. Under our lock: once cancel() returns, nothing more is posted for us.
         with self._lock:
-            if not self._cancelled:
-                self._loop.call_soon_threadsafe(self._settle, job)
+            if self._cancelled:
+                return
+            link = self._link
+            link.results.append(job)
+            if link.armed:
+                return
+            link.armed = True
+            link.wakeups += 1
+            self._loop.call_soon_threadsafe(link.deliver)
 
     def room_available(self) -> None:
         """The runner we wait on has room (called on its thread)."""
@@ -536,18 +719,23 @@ class ConnectionJobs:
         try:
             if job.kind == THREAD:
                 accepted = service.pool().submit(job, self)
+            elif job.role == _ANSWER:
+                accepted = self._link.submit(job, self)
             else:
                 accepted = service.companion().submit(job, self)
         except Exception as exc:
-            job.discard()
-            job.ok = False
-            job.value = exc
-            self._settle_now(job)
+            self._submit_failed(job, exc)
             return _SETTLED
         if accepted:
             return _ACCEPTED
         self._waiting = job.kind
         return _REFUSED
+
+    def _submit_failed(self, job: Job, exc: Exception) -> None:
+        job.discard()
+        job.ok = False
+        job.value = exc
+        self._settle_now(job)
 
     def _settle_now(self, job: Job) -> None:
         # A job that failed before it ran (the runner is shut down or cannot start).
@@ -574,8 +762,35 @@ class ConnectionJobs:
             self._pump()
             self._update()
             return
-        self._complete(job)
-        self._pump()
+        order = self._order
+        if job.ok and job.seq == order._head and not order._ready and not order._waiting:
+            # The reply next in line and nothing behind it ready: sent now (complete,
+            # pop_ready and _flush for one entry, written out: the common case, per request).
+            order._head += 1
+            value = job.value
+            if value is not None:
+                target = self.target
+                try:
+                    data = target.protocol.pack(target, value)
+                except Exception:
+                    logger.exception("closing %r: a reply produced later cannot be framed", target)
+                    self._fail()
+                    return
+                if data:
+                    target._jobs_write(data)
+            if self._held:
+                self._pump()
+            if self._closing and order._next == order._head:
+                self._close_target()
+                return
+            self._update()
+            return
+        if job.ok:
+            order.complete(job.seq, (_REPLY, job.value))
+        else:
+            self._complete(job)
+        if self._held:
+            self._pump()
         self._flush()
         self._update()
 
@@ -628,9 +843,11 @@ class ConnectionJobs:
         self._order.complete(job.seq, entry)
 
     def _flush(self) -> None:
-        entries = self._order.pop_ready()
+        order = self._order
+        entries = order._ready
         if not entries:
             return
+        entries = order.pop_ready()
         target = self.target
         pack = target.protocol.pack
         chunks: list[Any] = []
@@ -676,14 +893,16 @@ class ConnectionJobs:
         if self._cancelled:
             return
         order = self._order
-        busy = not order.idle
+        # ReplyOrder's idle / drained / full, read off its counters (per request: no calls).
+        outstanding = order._next - order._head
+        busy = outstanding != 0
         if self._closing or self._barrier is not None:
             # Closing, or an async on_connect still runs: messages wait for it in the kernel.
             hold = True
         elif self._hold:
-            hold = not order.drained or bool(self._waiting)
+            hold = outstanding > order._resume_at or bool(self._waiting)
         else:
-            hold = order.full or bool(self._waiting)
+            hold = outstanding >= order._limit or bool(self._waiting)
         if busy != self._busy or hold != self._hold:
             self._busy = busy
             self._hold = hold
@@ -742,6 +961,8 @@ class OffloadService:
         self._pool: ThreadPool | None = None
         self._companion: AsyncioCompanion | None = None
         self._closed = False
+        #: Each loop's :class:`LoopLink` (by the loop's identity; created on first use).
+        self._links: dict[int, tuple[LoopLike, LoopLink]] = {}
 
     @property
     def started_pool(self) -> ThreadPool | None:
@@ -788,7 +1009,18 @@ class OffloadService:
 
     def jobs_for(self, target: JobTarget, loop: LoopLike) -> ConnectionJobs:
         """A new :class:`ConnectionJobs` for a connection (its loop thread keeps it)."""
-        return ConnectionJobs(target, loop, self)
+        return ConnectionJobs(target, loop, self, self.link_for(loop))
+
+    def link_for(self, loop: LoopLike) -> LoopLink:
+        """``loop``'s :class:`LoopLink`, created on first use (from the loop's thread)."""
+        entry = self._links.get(id(loop))
+        if entry is not None and entry[0] is loop:
+            return entry[1]
+        with self._lock:
+            entry = self._links.get(id(loop))
+            if entry is None or entry[0] is not loop:
+                entry = self._links[id(loop)] = (loop, LoopLink(loop, self))
+            return entry[1]
 
     def forget(self, waiter: RoomWaiter, kind: int) -> None:
         runner: ThreadPool | AsyncioCompanion | None = (
@@ -936,8 +1168,18 @@ class AsyncHandler:
         )
 
     def _submit(self, conn: Any, *args: Any) -> None:
-        coro = self._on_message(conn, *owned_args(args))
-        conn._offload_jobs().run_coroutine(coro)
+        for arg in args:  # owned_args, written out: per request
+            if isinstance(arg, (memoryview, bytearray)):
+                args = owned_args(args)
+                break
+        coro = self._on_message(conn, *args)
+        # conn._offload_jobs(), unless that has something to do (a first job, inline replies
+        # of the same read to queue first) or conn is not a gev Connection.
+        jobs = getattr(conn, "_jobs", None)
+        loop = getattr(conn, "_loop", None)
+        if jobs is None or loop is None or loop._out:
+            jobs = conn._offload_jobs()
+        jobs.run_coroutine(coro)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.__wrapped__, name)

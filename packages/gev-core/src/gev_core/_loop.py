@@ -399,12 +399,19 @@ class EventLoop(Weakrefable):
         out = self._out
         SIZE = READ_BUFFER_SIZE
         now = self.now
+        monotonic_ns = time.monotonic_ns
+        #: When this iteration's work began (``monotonic_ns``), read only while counting.
+        woke = 0
         while self._running:
             timeout = self._timeout() if self._timed or tasks or deferred else -1.0
             try:
                 events = poll(timeout)
             except InterruptedError:
                 continue
+            # Whether traffic (and the time spent outside poll) is counted in this iteration.
+            counting = stats.counting
+            if counting:
+                woke = monotonic_ns()
             if self._timed:
                 self._run_timers()
                 now = self.now
@@ -413,7 +420,6 @@ class EventLoop(Weakrefable):
             # pure-Python echo. Paths that may close a connection at once count at once, so
             # that whoever sees it closed sees its bytes too (closes asked for by a handler
             # are deferred until after the batch, behind this store).
-            counting = stats.counting
             b_in = b_out = m_in = m_out = 0
             self._dispatching = True
             for fd, ev in events:
@@ -529,6 +535,8 @@ class EventLoop(Weakrefable):
                 self._run_deferred()
             if tasks:
                 self._run_tasks()
+            if counting:
+                stats.busy_ns += monotonic_ns() - woke
 
     def _queue_ready(self, conn: Connection) -> None:
         # A connection whose protocol stopped early: resume it after the next poll, which the

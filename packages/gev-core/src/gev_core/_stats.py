@@ -86,6 +86,10 @@ class LoopStats:
         self.backpressure_pauses = 0
         #: Exceptions raised by handler or protocol code (each closed its connection).
         self.handler_errors = 0
+        #: Nanoseconds the loop spent outside its poll wait -- timers, events, handlers,
+        #: deferred operations, tasks (while :attr:`counting`: two clock reads per loop
+        #: iteration then, none otherwise). Its rate is how busy the loop is (1.0: saturated).
+        self.busy_ns = 0
         #: Closed connections, one field per reason of :data:`CLOSE_REASONS`.
         self.closed_eof = 0
         self.closed_reset = 0
@@ -147,6 +151,7 @@ class LoopStats:
             "messages_out": self.messages_out,
             "backpressure_pauses": self.backpressure_pauses,
             "handler_errors": self.handler_errors,
+            "busy_ns": self.busy_ns,
             "closed_eof": self.closed_eof,
             "closed_reset": self.closed_reset,
             "closed_error": self.closed_error,

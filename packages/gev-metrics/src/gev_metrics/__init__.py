@@ -4,7 +4,8 @@
 
 * ``/metrics`` -- the ``gev_*`` families (see :class:`ServerMetrics`: connections open, accepted and
   closed by reason -- idle reaps, hard-cap closes, protocol and handler errors among them; bytes
-  and messages in and out; backpressure pauses; handler errors; event loop lag), labelled
+  and messages in and out; backpressure pauses; handler errors; event loop lag and busy
+  time -- ``gev_loop_busy_seconds_total``, seconds outside the poll wait), labelled
   ``protocol`` and ``worker``, plus the process's default prometheus_client registry;
 * ``/healthz`` -- 200 while the process is alive (a liveness probe);
 * ``/readyz`` -- 200 while the server accepts connections, 503 from the moment a drain or a

@@ -15,6 +15,9 @@ counter read from the field of gev-core's ``loop.stats`` named in :data:`COUNTER
 ``gev_sent_messages_total``            counter    replies and sends
 ``gev_backpressure_pauses_total``      counter    reads paused by unsent output
 ``gev_handler_errors_total``           counter    handler or protocol code that raised
+``gev_loop_busy_seconds_total``        counter    seconds the loops spent outside their poll
+                                                  wait (its rate over the number of loops:
+                                                  how busy they are, 1.0 saturated)
 ``gev_loop_lag_seconds``               histogram  how late a task queued to a loop ran (``loop``)
 =====================================  =========  ==========================================
 
@@ -34,7 +37,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ._stats import CLOSE_REASONS, COUNTER_FIELDS
+from ._stats import BUSY_FIELD, CLOSE_REASONS, COUNTER_FIELDS
 
 __all__ = ["LAG_BUCKETS", "ServerMetrics", "protocol_label"]
 
@@ -55,7 +58,10 @@ _HELP = {
     "gev_backpressure_pauses_total": "Times a connection stopped reading: unsent output above"
     " high_water",
     "gev_handler_errors_total": "Exceptions raised by handler or protocol code",
+    "gev_loop_busy_seconds_total": "Seconds the event loops spent outside their poll wait"
+    " (handling events, timers and tasks)",
 }
+_BUSY = "gev_loop_busy_seconds_total"
 
 
 def protocol_label(server: Any) -> str:
@@ -169,6 +175,13 @@ class ServerMetrics:
                     value = getattr(stats, field, None)
                     if isinstance(value, int):
                         self._add(index, field, value, self._counter(family))
+                busy = getattr(stats, BUSY_FIELD, None)
+                if isinstance(busy, int):
+                    last = self._last.get((index, BUSY_FIELD), 0)
+                    inc = self._counter(_BUSY)  # the series exists from the first sample
+                    if busy > last:
+                        inc((busy - last) / 1e9)
+                    self._last[index, BUSY_FIELD] = busy
                 for reason in CLOSE_REASONS:
                     value = getattr(stats, "closed_" + reason, None)
                     if isinstance(value, int):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["CLOSE_REASONS", "COUNTER_FIELDS", "LoopStats"]
+__all__ = ["BUSY_FIELD", "CLOSE_REASONS", "COUNTER_FIELDS", "LoopStats"]
 
 #: Why connections close: the ``reason`` label of ``gev_connections_closed_total``, each read
 #: from the ``closed_<reason>`` field of :class:`LoopStats`. ``eof``: the peer closed; ``reset``:
@@ -45,6 +45,11 @@ COUNTER_FIELDS = {
     "backpressure_pauses": "gev_backpressure_pauses_total",
     "handler_errors": "gev_handler_errors_total",
 }
+
+#: The field of :class:`LoopStats` with the nanoseconds a loop spent outside its poll wait
+#: (gev-core counts it while ``count_traffic`` is on); exported in seconds as
+#: ``gev_loop_busy_seconds_total``. Read when present: a gev-core without it exports nothing.
+BUSY_FIELD = "busy_ns"
 
 
 class LoopStats(Protocol):
