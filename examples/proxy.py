@@ -90,7 +90,9 @@ class Downstream(Handler):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--listen", required=True, metavar="HOST:PORT", help="where clients connect")
+    parser.add_argument(
+        "--listen", required=True, metavar="HOST:PORT", help="where clients connect"
+    )
     parser.add_argument(
         "--upstream", required=True, metavar="HOST:PORT", help="where their bytes go"
     )

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port, wait_port
-
 from gev_core.testing import echo_upstream
+
+from conftest import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._bind import format_address, is_unix_address, parse_address
 from ._connection import CLOSED, Connection
-from ._errors import ConnectError, ConnectRefused, ConnectTimeout, ResolveError
+from ._errors import ConnectError, ConnectRefused, ConnectTimeout, ResolveError, TLSError
 from ._jobs import AsyncHandler, coroutine_callbacks
 from ._poll import WRITE
 from ._protocol import Protocol
@@ -398,8 +398,12 @@ class ConnectAttempt:
         )
 
     def _failed_with(self, exc: BaseException) -> None:
-        # A TLS handshake that failed (a TLSError, reported as it is), or another error.
+        # A TLS handshake that failed (a TLSError, reported with the address), or another error.
         self._conn = None
+        if isinstance(exc, TLSError):
+            error = TLSError(f"TLS to {self.address} failed: {exc}", ssl_reason=exc.ssl_reason)
+            error.__cause__ = exc
+            exc = error
         self._fail(exc)
 
     def _expired(self) -> None:
