@@ -711,7 +711,9 @@ class Connection(Weakrefable):
                 reader = READ_BUFFERED
             else:
                 reader = self._kind
-                if self._out is not None and (reader in (READ_MESSAGES, READ_MESSAGES_OWN)):
+                # READ_MESSAGES or READ_MESSAGES_OWN (two compares: ``in (...)`` of module
+                # names builds a tuple per call).
+                if self._out is not None and reader != READ_FRAMES and reader != READ_BUFFERED:
                     # Output pending: a reply must queue behind it, which the general path
                     # does (READ_MESSAGES writes at once).
                     reader = READ_BUFFERED
@@ -790,13 +792,17 @@ class Connection(Weakrefable):
         return data
 
     def _read_messages(self) -> None:
-        # READ_MESSAGES: the default protocol, gev's model. One read is one message.
+        # READ_MESSAGES (and READ_MESSAGES_OWN): the default protocol, gev's model. One read
+        # is one message.
         data = self._read_bytes()
         if data is None:
             return
         loop = self._loop
         try:
-            reply = self.handler.on_message(self, None, data)
+            if self._kind == READ_MESSAGES:
+                reply = loop._on_message(self, None, data)
+            else:  # READ_MESSAGES_OWN: a handler of its own
+                reply = self.handler.on_message(self, None, data)
         except Exception as exc:
             self._code_failed(exc, "the handler")
             return
