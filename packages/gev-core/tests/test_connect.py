@@ -418,3 +418,25 @@ def test_server_connect_picks_a_loop_and_accepts_one() -> None:
         assert conn.loop is server.loops[1]
         with pytest.raises(ValueError):
             server.connect(upstream.address, loop=Server(Echo(), address="127.0.0.1:0").loops[0])
+
+
+def test_waiting_for_a_connect_on_the_loop_thread_raises_instead_of_hanging() -> None:
+    errors: list[BaseException] = []
+
+    class Impatient(Handler):
+        def on_message(self, conn: Connection, ctx: Any, data: Any) -> Any:
+            future = server.connect(upstream.address)
+            try:
+                future.result(1)
+            except RuntimeError as exc:
+                errors.append(exc)
+            return b"done"
+
+    with (
+        echo_upstream() as upstream,
+        serve(Impatient()) as server,
+        socket.create_connection(server.address[:2], timeout=DEADLINE) as s,
+    ):
+        s.sendall(b"go")
+        assert s.recv(10) == b"done"
+    assert errors and "EventLoop.connect" in str(errors[0])

@@ -600,8 +600,9 @@ class Server:
         <gev_core.Connection.outbound>` is true. The future's result is the connection once it
         is ready -- connected, its TLS handshake done, the protocol's ``connection_made`` and
         the handler's ``on_connect`` called -- so ``send`` works at once, from any thread.
-        Never wait for it on one of the server's loop threads (it would wait for itself): a
-        handler uses :meth:`EventLoop.connect <gev_core.EventLoop.connect>` with a callback.
+        Waiting for it on one of the server's loop threads (it would wait for itself) raises
+        ``RuntimeError``: a handler uses :meth:`EventLoop.connect <gev_core.EventLoop.connect>`
+        with a callback.
         Cancelling the future before it is done abandons the attempt (no handler callback
         runs). Failures are the future's exception, and nothing is logged for them. May be
         called before :meth:`start`: the attempt begins when the loop runs.
@@ -632,7 +633,7 @@ class Server:
         chosen = self._pick_loop() if loop is None else loop
         if chosen not in self.loops:
             raise ValueError(f"{chosen!r} is not one of this server's loops")
-        future: Future[Connection] = Future()
+        future: Future[Connection] = _ConnectFuture(self.loops)
         if self._stopped.is_set():
             address_s = address if isinstance(address, str) else format_address(address)
             future.set_exception(
@@ -736,6 +737,23 @@ class Server:
 
     def __repr__(self) -> str:
         return f"<Server {self.address} loops={self.num_loops} protocol={self._protocol.name!r}>"
+
+
+class _ConnectFuture(Future[Connection]):
+    """The future of ``Server.connect``: waiting for it on one of the server's loop threads
+    raises at once instead of waiting for itself."""
+
+    def __init__(self, loops: list[EventLoop]) -> None:
+        super().__init__()
+        self._loops = loops
+
+    def result(self, timeout: float | None = None) -> Connection:
+        if not self.done() and any(loop.in_loop_thread() for loop in self._loops):
+            raise RuntimeError(
+                "waiting for a connect on the loop thread that makes it would wait forever:"
+                " use EventLoop.connect(..., callback=...) in handlers"
+            )
+        return super().result(timeout)
 
 
 def _settle(future: Future[Connection], conn: Connection | None, exc: BaseException | None) -> None:
