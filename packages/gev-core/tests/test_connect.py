@@ -440,3 +440,30 @@ def test_waiting_for_a_connect_on_the_loop_thread_raises_instead_of_hanging() ->
         s.sendall(b"go")
         assert s.recv(10) == b"done"
     assert errors and "EventLoop.connect" in str(errors[0])
+
+
+def test_a_handler_with_pause_writing_keeps_its_connection_read() -> None:
+    # It takes flow control over: above high_water the connection is still read (the handler
+    # is told instead), where the core alone would stop reading it until the output drains.
+    received = [0]
+    calls: list[str] = []
+
+    class Told(Echo):
+        def on_message(self, conn: Connection, ctx: Any, data: Any) -> Any:
+            received[0] += len(data)
+            return data
+
+        def pause_writing(self, conn: Connection) -> None:
+            calls.append("pause")
+
+    total = 16 * 1024 * 1024
+    with (
+        serve(Told(), max_write_buffer=64 * 1024 * 1024, max_buffered=256 * 1024 * 1024) as server,
+        socket.socket() as s,
+    ):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)  # and never reads
+        s.connect(server.address[:2])
+        s.settimeout(DEADLINE)
+        s.sendall(b"z" * total)  # completes only if the server keeps reading
+        wait_for(lambda: received[0] == total)
+    assert calls == ["pause"]

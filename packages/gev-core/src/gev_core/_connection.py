@@ -239,6 +239,7 @@ class Connection(Weakrefable):
         "_state",
         "_tls",
         "_writing_hooks",
+        "_writing_paused",
         "_yielded",
         "context",
         "handler",
@@ -298,10 +299,12 @@ class Connection(Weakrefable):
         self._reader = self._kind
         #: Reading paused by the application (``pause_reading``), not by the core.
         self._read_paused = False
-        #: The handler's ``pause_writing``/``resume_writing`` (None: it has neither).
+        #: The handler's ``pause_writing``/``resume_writing`` (None: it has neither); with
+        #: them, ``_writing_paused`` rather than ``_paused`` says the output is above high_water.
         self._writing_hooks: WritingHooks | None = (
             loop._writing_hooks if handler is loop._handler else writing_hooks(handler)
         )
+        self._writing_paused = False
         #: Opened by ``connect`` rather than accepted; and, until it is ready, its attempt.
         self._outbound = False
         self._connecting: ConnectAttempt | None = None
@@ -1359,14 +1362,22 @@ class Connection(Weakrefable):
             self._abort(R_HARD_CAP)
             return
         if size > loop.high_water and not self._paused:
-            self._paused = True
-            loop.stats.backpressure_pauses += 1
-            self._refresh()
-            self._account()
             hooks = self._writing_hooks
-            if hooks is not None and self._state != CLOSED:
-                self._call_writing_hook(hooks[0])
-            return
+            if hooks is None:
+                # The core's flow control: not read until the output drains to low_water.
+                self._paused = True
+                loop.stats.backpressure_pauses += 1
+            elif not self._writing_paused:
+                # A handler with pause_writing takes flow control over (asyncio's model): it
+                # is told, and the connection is still read -- a proxy's two directions are
+                # independent, and pausing this one could deadlock them.
+                self._writing_paused = True
+                loop.stats.backpressure_pauses += 1
+                self._refresh()
+                self._account()
+                if self._state != CLOSED:
+                    self._call_writing_hook(hooks[0])
+                return
         self._refresh()
         self._account()
 
@@ -1401,6 +1412,8 @@ class Connection(Weakrefable):
         if out:
             if self._paused and len(out) <= loop.low_water:
                 self._unpause()
+            elif self._writing_paused and len(out) <= loop.low_water:
+                self._writing_paused = False
                 self._account()
                 self._resumed_writing()
                 return
@@ -1410,9 +1423,11 @@ class Connection(Weakrefable):
         if self._state == CLOSING:
             self._flushed_for_close()
             return
-        resumed = self._paused
-        if resumed:
+        if self._paused:
             self._unpause()
+        resumed = self._writing_paused
+        if resumed:
+            self._writing_paused = False
         if self._shut:
             self._do_shutdown()
         self._refresh()

@@ -35,12 +35,15 @@ class Handler:
         """Optional: ``conn``'s unsent output rose above its high water mark.
 
         Called once when :attr:`~gev_core.Connection.write_buffer_length` crosses the server's
-        ``high_water`` upwards (the core stops reading ``conn`` meanwhile, as it always does);
-        :meth:`resume_writing` follows once it has drained to ``low_water``. They come in
-        pairs and never after ``on_close``. What a proxy uses to stop reading the connection
-        that feeds ``conn`` (:meth:`Connection.pause_reading
+        ``high_water`` upwards; :meth:`resume_writing` follows once it has drained to
+        ``low_water``. They come in pairs and never after ``on_close``. What a proxy uses to
+        stop reading the connection that feeds ``conn`` (:meth:`Connection.pause_reading
         <gev_core.Connection.pause_reading>`). Only called when a handler defines it: looked
         up once per handler, never per write.
+
+        A handler that defines it takes flow control over, as in asyncio: the core then goes
+        on reading ``conn`` while its output is above ``high_water`` (without the hooks it
+        stops, until the output drains), and ``max_write_buffer`` stays the hard limit.
         """
 
     def resume_writing(self, conn: Connection) -> None:
