@@ -121,7 +121,7 @@ SERVERS: dict[str, dict] = {
         ],
         "tags": {"proxy"},
     },
-    # gev's proxy example (outbound connections); skipped while the script does not exist.
+    # gev's proxy example (outbound connections, backpressure both ways).
     "gev-proxy": {
         "cmd": [
             *("{python}", "{root}/examples/proxy.py", "--listen", "127.0.0.1:{port}"),

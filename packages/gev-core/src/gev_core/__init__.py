@@ -5,8 +5,19 @@ from __future__ import annotations
 # First: with GEV_PURE_PYTHON=1 the modules below are then loaded from their .py source.
 from . import _compiled
 from .__about__ import __version__
+from ._client import Client
+from ._connect import ConnectAttempt
 from ._connection import Connection, Preamble, PreambleConnection
-from ._errors import ConnectionClosed, GevError, ProtocolError, TLSError
+from ._errors import (
+    ConnectError,
+    ConnectionClosed,
+    ConnectRefused,
+    ConnectTimeout,
+    GevError,
+    ProtocolError,
+    ResolveError,
+    TLSError,
+)
 from ._fanout import write_shared
 from ._handler import Handler
 from ._loop import EventLoop, TimerHandle
@@ -35,7 +46,12 @@ __all__ = [
     "CLOSE_REASONS",
     "COMPILED",
     "NEED_MORE_DATA",
+    "Client",
     "Config",
+    "ConnectAttempt",
+    "ConnectError",
+    "ConnectRefused",
+    "ConnectTimeout",
     "Connection",
     "ConnectionClosed",
     "DefaultProtocol",
@@ -53,6 +69,7 @@ __all__ = [
     "Protocol",
     "ProtocolError",
     "ProtocolRegistry",
+    "ResolveError",
     "Server",
     "Supervisor",
     "TLSError",

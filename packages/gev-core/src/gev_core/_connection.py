@@ -24,7 +24,12 @@ by :meth:`Connection._refresh`, and stored as a small int in ``_reader``. The lo
 ``READ_DISCARD``
     our FIN is out: read and drop until the peer's FIN (see "Closing" below).
 ``READ_NONE``
-    not reading: paused by backpressure, waiting for its turn (``continue_later``), closing.
+    not reading: paused by backpressure or by the application (``pause_reading``), waiting
+    for its turn (``continue_later``), closing.
+``READ_MESSAGES_OWN``
+    ``READ_MESSAGES`` for a connection whose handler is not its loop's (an outbound connection
+    given a handler of its own): the same steps, called (``_read_messages``) rather than written
+    out in the loop's body, which calls the loop's handler.
 
 Every byte the connection sends goes through one helper, :meth:`Connection._send` (plaintext:
 a protocol's frames, replies, ``write``, fan-out), which hands it to :meth:`Connection._transmit`
@@ -78,6 +83,7 @@ from gev_ringbuffer import RingBuffer
 from ._base import Weakrefable
 from ._bind import format_address
 from ._errors import ConnectionClosed, ProtocolError
+from ._handler import WritingHooks, writing_hooks
 from ._poll import ERROR, READ, WRITE
 from ._protocol import DefaultProtocol, Protocol
 from ._stats import (
@@ -96,6 +102,7 @@ from ._stats import (
 from ._tls import TLSEngine
 
 if TYPE_CHECKING:
+    from ._connect import ConnectAttempt
     from ._jobs import ConnectionJobs
     from ._loop import EventLoop, TimerHandle
 
@@ -119,6 +126,7 @@ READ_BUFFERED = 2
 READ_STAGED = 3
 READ_DISCARD = 4
 READ_NONE = 5
+READ_MESSAGES_OWN = 6
 
 _UNREGISTERED = -1
 
@@ -202,6 +210,7 @@ class Connection(Weakrefable):
         "__weakref__",
         "_accounted",
         "_addr",
+        "_connecting",
         "_eof",
         "_established",
         "_fd",
@@ -215,11 +224,13 @@ class Connection(Weakrefable):
         "_loop",
         "_mask",
         "_out",
+        "_outbound",
         "_owed",
         "_paused",
         "_preamble",
         "_protocol",
         "_proxy_addr",
+        "_read_paused",
         "_reader",
         "_reason",
         "_shut",
@@ -227,6 +238,8 @@ class Connection(Weakrefable):
         "_stage_timer",
         "_state",
         "_tls",
+        "_writing_hooks",
+        "_writing_paused",
         "_yielded",
         "context",
         "handler",
@@ -281,9 +294,20 @@ class Connection(Weakrefable):
         self._tls: TLSLayer | None = None
         self._protocol = protocol
         #: How the protocol is read when nothing else is in the way (READ_MESSAGES,
-        #: READ_FRAMES or READ_BUFFERED), decided when the protocol is set.
-        self._kind = _reader_for(protocol)
+        #: READ_FRAMES, READ_BUFFERED or READ_MESSAGES_OWN), decided when the protocol is set.
+        self._kind = _reader_for(protocol, handler is loop._handler)
         self._reader = self._kind
+        #: Reading paused by the application (``pause_reading``), not by the core.
+        self._read_paused = False
+        #: The handler's ``pause_writing``/``resume_writing`` (None: it has neither); with
+        #: them, ``_writing_paused`` rather than ``_paused`` says the output is above high_water.
+        self._writing_hooks: WritingHooks | None = (
+            loop._writing_hooks if handler is loop._handler else writing_hooks(handler)
+        )
+        self._writing_paused = False
+        #: Opened by ``connect`` rather than accepted; and, until it is ready, its attempt.
+        self._outbound = False
+        self._connecting: ConnectAttempt | None = None
         # Work handed off with offload() or to async def callbacks (see _jobs.py): created on
         # first use; while replies are owed, inline replies queue behind them (``_owed``), and
         # reading stops while the connection is at its limit of owed replies (``_jobs_hold``).
@@ -305,13 +329,47 @@ class Connection(Weakrefable):
     @protocol.setter
     def protocol(self, protocol: Protocol) -> None:
         self._protocol = protocol
-        self._kind = _reader_for(protocol)
+        self._kind = _reader_for(protocol, self.handler is self._loop._handler)
         self._refresh()
 
     @property
     def connected(self) -> bool:
         """True until the connection starts closing."""
         return self._state == OPEN
+
+    @property
+    def outbound(self) -> bool:
+        """True for a connection this side opened (``Server.connect``), False for an accepted
+        one."""
+        return self._outbound
+
+    @property
+    def reading_paused(self) -> bool:
+        """True while reading is paused by :meth:`pause_reading`."""
+        return self._read_paused
+
+    def pause_reading(self) -> None:
+        """Stop reading this connection's socket until :meth:`resume_reading`. Any thread.
+
+        The peer's sends then wait in the kernel's buffers and, once those are full, in its own
+        (TCP flow control). Bytes already read are still delivered: every message of the read
+        in progress. On the loop thread it takes effect at once; from another thread it is
+        queued to the loop. Independent of the core's own pause while the connection's output
+        is above the high water mark: the socket is read only when neither holds it.
+        """
+        self._pause_call(1)
+
+    def resume_reading(self) -> None:
+        """Read again after :meth:`pause_reading`; input left over from before is processed
+        first. Any thread, as for :meth:`pause_reading`."""
+        self._pause_call(0)
+
+    def _pause_call(self, paused: int) -> None:
+        loop = self._loop
+        if loop._thread_id == threading.get_ident():
+            self._set_read_paused(paused)
+        else:
+            loop.call_soon_threadsafe(self._set_read_paused, paused)
 
     @property
     def closing(self) -> bool:
@@ -621,13 +679,34 @@ class Connection(Weakrefable):
         else:
             loop.call_soon_threadsafe(fn, arg)
 
+    def _set_read_paused(self, paused: int) -> None:
+        # pause_reading / resume_reading, on the loop thread (at once, even mid-batch: the
+        # read in progress finishes, the next one waits).
+        self._read_paused = flag = paused != 0
+        if self._state != OPEN:
+            return
+        if (
+            not flag
+            and self._yielded
+            and self._in is not None
+            and not self._paused
+            and not self._jobs_hold
+        ):
+            self._loop._queue_ready(self)  # input left waiting while paused
+        self._refresh()
+
     def _refresh(self) -> None:
         """Choose the read strategy for the connection's state now, and the poller interest."""
         state = self._state
         if state == OPEN:
-            if self._paused or self._jobs_hold or (self._yielded and self._in is not None):
-                # Backpressure (output, or replies owed), or input left waiting for its turn:
-                # no reading meanwhile.
+            if (
+                self._paused
+                or self._jobs_hold
+                or self._read_paused
+                or (self._yielded and self._in is not None)
+            ):
+                # Backpressure (output, replies owed, or the application's pause_reading), or
+                # input left waiting for its turn: no reading meanwhile.
                 reader = READ_NONE
             elif self._preamble is not None or self._tls is not None:
                 reader = READ_STAGED
@@ -636,7 +715,9 @@ class Connection(Weakrefable):
                 reader = READ_BUFFERED
             else:
                 reader = self._kind
-                if reader == READ_MESSAGES and self._out is not None:
+                # READ_MESSAGES or READ_MESSAGES_OWN (two compares: ``in (...)`` of module
+                # names builds a tuple per call).
+                if self._out is not None and reader != READ_FRAMES and reader != READ_BUFFERED:
                     # Output pending: a reply must queue behind it, which the general path
                     # does (READ_MESSAGES writes at once).
                     reader = READ_BUFFERED
@@ -679,6 +760,8 @@ class Connection(Weakrefable):
             self._read_staged()
         elif reader == READ_DISCARD:
             self._discard_input()
+        elif reader == READ_MESSAGES_OWN:
+            self._read_messages()
         # READ_NONE: an event from before the interest changed; nothing to do.
 
     def _on_event(self, ev: int) -> None:
@@ -713,13 +796,17 @@ class Connection(Weakrefable):
         return data
 
     def _read_messages(self) -> None:
-        # READ_MESSAGES: the default protocol, gev's model. One read is one message.
+        # READ_MESSAGES (and READ_MESSAGES_OWN): the default protocol, gev's model. One read
+        # is one message.
         data = self._read_bytes()
         if data is None:
             return
         loop = self._loop
         try:
-            reply = loop._on_message(self, None, data)
+            if self._kind == READ_MESSAGES:
+                reply = loop._on_message(self, None, data)
+            else:  # READ_MESSAGES_OWN: a handler of its own
+                reply = self.handler.on_message(self, None, data)
         except Exception as exc:
             self._code_failed(exc, "the handler")
             return
@@ -836,9 +923,9 @@ class Connection(Weakrefable):
         if self._state != OPEN or inbuf is None:
             self._refresh()
             return
-        if self._paused or self._jobs_hold:
-            # Output backpressure, or too many replies owed: go on once it drains (_unpause
-            # or _jobs_state puts us back in line).
+        if self._paused or self._jobs_hold or self._read_paused:
+            # Output backpressure, too many replies owed, or paused by the application: go on
+            # once it drains (_unpause, _jobs_state or _set_read_paused puts us back in line).
             self._yielded = True
             return
         out = self._loop._out
@@ -936,7 +1023,13 @@ class Connection(Weakrefable):
         self._owed = busy
         self._jobs_hold = hold
         if self._state == OPEN:
-            if released and self._yielded and self._in is not None and not self._paused:
+            if (
+                released
+                and self._yielded
+                and self._in is not None
+                and not self._paused
+                and not self._read_paused
+            ):
                 self._loop._queue_ready(self)  # input left waiting for its turn
             self._refresh()
 
@@ -956,7 +1049,7 @@ class Connection(Weakrefable):
         # The protocol called continue_later: queue the rest of the input for the loop's next
         # iteration and stop reading meanwhile. Nothing left over: nothing to wait for.
         if self._in is not None and self._state == OPEN:
-            if not self._paused:
+            if not self._paused and not self._read_paused:
                 self._loop._queue_ready(self)
         else:
             self._yielded = False
@@ -984,7 +1077,10 @@ class Connection(Weakrefable):
             try:
                 tls.feed_eof()
             except Exception as exc:
-                self._code_failed(exc, "TLS")
+                if self._connecting is not None:
+                    self._outbound_failed(exc)
+                else:
+                    self._code_failed(exc, "TLS")
                 return
         self._close(R_EOF)
 
@@ -1083,9 +1179,18 @@ class Connection(Weakrefable):
             hook = loop._connection_made_hooks
             if hook is not None:
                 hook(self)
-            loop._on_connect(self)
+            if self.handler is loop._handler:
+                loop._on_connect(self)
+            else:
+                getattr(self.handler, "on_connect", _noop)(self)
         except Exception as exc:
             self._code_failed(exc, "on_connect")
+            return
+        attempt = self._connecting
+        if attempt is not None and self._state != CLOSED:
+            # An outbound connection is ready: its caller hears of it now.
+            self._connecting = None
+            attempt._succeeded(self)
 
     def _set_tls(self, tls: TLSLayer | None) -> None:
         """TLS seam: put a TLS engine between the socket and the protocol (or take it away).
@@ -1115,6 +1220,24 @@ class Connection(Weakrefable):
         if timeout is not None:
             self._stage_timer = self._loop.call_later(timeout, self._tls_expired, timeout)
         self._refresh()
+
+    def _start_client_tls(self, tls: TLSLayer, hello: bytes) -> None:
+        """TLS seam, outbound side: the handshake begins with our ClientHello. The attempt's
+        own timeout covers it (``_connect.py``)."""
+        self._tls = tls
+        self._refresh()
+        if hello:
+            self._transmit(hello)
+
+    def _outbound_failed(self, exc: BaseException) -> None:
+        # An outbound connection failed before it was ready (its TLS handshake): the caller is
+        # told (the attempt's callback), nothing is logged.
+        attempt = self._connecting
+        assert attempt is not None
+        self._connecting = None
+        self._set_reason(R_PROTOCOL_ERROR if isinstance(exc, ProtocolError) else R_ERROR)
+        self._finalize()
+        attempt._failed_with(exc)
 
     def _tls_expired(self, timeout: float) -> None:
         self._stage_timer = None
@@ -1147,7 +1270,10 @@ class Connection(Weakrefable):
         except Exception as exc:
             if tls.want_write:
                 self._transmit(tls.take_output())  # the alert OpenSSL queued for the peer
-            self._code_failed(exc, "TLS")
+            if self._connecting is not None:
+                self._outbound_failed(exc)
+            else:
+                self._code_failed(exc, "TLS")
             return b""
         if tls.want_write:
             self._transmit(tls.take_output())
@@ -1237,10 +1363,31 @@ class Connection(Weakrefable):
             self._abort(R_HARD_CAP)
             return
         if size > loop.high_water and not self._paused:
-            self._paused = True
-            loop.stats.backpressure_pauses += 1
+            hooks = self._writing_hooks
+            if hooks is None:
+                # The core's flow control: not read until the output drains to low_water.
+                self._paused = True
+                loop.stats.backpressure_pauses += 1
+            elif not self._writing_paused:
+                # A handler with pause_writing takes flow control over (asyncio's model): it
+                # is told, and the connection is still read -- a proxy's two directions are
+                # independent, and pausing this one could deadlock them.
+                self._writing_paused = True
+                loop.stats.backpressure_pauses += 1
+                self._refresh()
+                self._account()
+                if self._state != CLOSED:
+                    self._call_writing_hook(hooks[0])
+                return
         self._refresh()
         self._account()
+
+    def _call_writing_hook(self, hook: Any) -> None:
+        # The handler's pause_writing or resume_writing, isolated like any handler code.
+        try:
+            hook(self)
+        except Exception as exc:
+            self._code_failed(exc, "the handler's pause_writing/resume_writing")
 
     def _on_writable(self) -> None:
         out = self._out
@@ -1266,6 +1413,11 @@ class Connection(Weakrefable):
         if out:
             if self._paused and len(out) <= loop.low_water:
                 self._unpause()
+            elif self._writing_paused and len(out) <= loop.low_water:
+                self._writing_paused = False
+                self._account()
+                self._resumed_writing()
+                return
             self._account()
             return
         self._out = None
@@ -1274,16 +1426,27 @@ class Connection(Weakrefable):
             return
         if self._paused:
             self._unpause()
+        resumed = self._writing_paused
+        if resumed:
+            self._writing_paused = False
         if self._shut:
             self._do_shutdown()
         self._refresh()
         self._account()
+        if resumed:
+            self._resumed_writing()
 
     def _unpause(self) -> None:
         self._paused = False
-        if self._yielded and self._state == OPEN:
+        if self._yielded and self._state == OPEN and not self._read_paused:
             self._loop._queue_ready(self)  # input left waiting while the output drained
         self._refresh()
+
+    def _resumed_writing(self) -> None:
+        # After the output drained to low_water: the handler's resume_writing, if it has one.
+        hooks = self._writing_hooks
+        if hooks is not None and self._state != CLOSED:
+            self._call_writing_hook(hooks[1])
 
     # ------------------------------------------------------------------ closing
 
@@ -1465,6 +1628,12 @@ class Connection(Weakrefable):
             loop._connection_closed(self)
         else:
             loop._connection_gone(self)
+        attempt = self._connecting
+        if attempt is not None:
+            # An outbound connection closed before it was ready (on_connect failed, the peer
+            # went away during the TLS handshake, the server stopped): tell its caller.
+            self._connecting = None
+            attempt._lost(self)
         # After on_close (an async one waits for the cancelled coroutines through it): the
         # jobs object refers to the connection, so let go of it. The TLS engine too: on_close
         # still reads what was negotiated (tls_version, peer_certificate...) for its logs.
@@ -1472,10 +1641,15 @@ class Connection(Weakrefable):
         self._tls = None
 
 
-def _reader_for(protocol: Protocol) -> int:
-    """How a protocol's connections are read when nothing else is in the way."""
+def _noop(conn: Any) -> None:
+    return None
+
+
+def _reader_for(protocol: Protocol, loop_handler: bool = True) -> int:
+    """How a protocol's connections are read when nothing else is in the way; ``loop_handler``:
+    the connection's handler is its loop's (the loop's body calls that one inline)."""
     if type(protocol).receive is DefaultProtocol.receive:
-        return READ_MESSAGES
+        return READ_MESSAGES if loop_handler else READ_MESSAGES_OWN
     if getattr(protocol, "accepts_bytes", False) is True:
         return READ_FRAMES
     return READ_BUFFERED

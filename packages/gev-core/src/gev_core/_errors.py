@@ -30,3 +30,50 @@ class TLSError(ProtocolError):
     def __init__(self, message: str, *, ssl_reason: str | None = None) -> None:
         super().__init__(message)
         self.ssl_reason = ssl_reason
+
+
+class ConnectError(GevError, OSError):
+    """An outbound connection could not be opened (``Server.connect``, ``EventLoop.connect``).
+
+    The message names the address as it was given, e.g. ``"connect to db.internal:6380 failed
+    ([Errno 101] Network is unreachable)"``. An ``OSError`` too, so ``except OSError`` clauses
+    keep working; :attr:`errno` is the socket error's number when there is one.
+
+    :param message: the reason in words, naming the address.
+    :param address: the address connected to, as given.
+    :param errno: the socket error's number, or ``None``.
+    """
+
+    def __init__(self, message: str, *, address: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        #: The address connected to, as given to ``connect`` (formatted as a string).
+        self.address = address
+        self.errno = errno
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ConnectRefused(ConnectError, ConnectionRefusedError):
+    """Nothing listens at the address: the peer (or a Unix socket file without a listener)
+    refused the connection. Also a ``ConnectionRefusedError``."""
+
+
+class ConnectTimeout(ConnectError, TimeoutError):
+    """The connect attempt (name resolution, TCP connect and TLS handshake together) did not
+    complete within its ``timeout``. Also a ``TimeoutError``; :attr:`timeout` is the limit.
+
+    :param message: as for :class:`ConnectError`.
+    :param address: as for :class:`ConnectError`.
+    :param timeout: the limit that passed, in seconds.
+    """
+
+    def __init__(self, message: str, *, address: str, timeout: float) -> None:
+        super().__init__(message, address=address)
+        #: The limit that passed, in seconds.
+        self.timeout = timeout
+
+
+class ResolveError(ConnectError):
+    """The host name of the address did not resolve (``getaddrinfo`` failed; the
+    ``socket.gaierror`` is the ``__cause__``)."""

@@ -47,10 +47,15 @@ from typing import Protocol as _TypingProtocol
 
 from ._base import Weakrefable
 from ._connection import CLOSED, OPEN, READ_BUFFER_SIZE, READ_FRAMES, READ_MESSAGES, Connection
+from ._handler import WritingHooks, writing_hooks
 from ._poll import READ, Waker, make_poller
 from ._stats import R_BUDGET, R_STOP, LoopStats
 
 if TYPE_CHECKING:
+    import ssl as _ssl
+
+    from ._connect import ConnectAttempt, ConnectCallback
+    from ._protocol import Protocol
     from ._server import Server
 
 logger = logging.getLogger("gev")
@@ -144,9 +149,11 @@ class EventLoop(Weakrefable):
         "__weakref__",
         "_accept_backoff",
         "_assigned_count",
+        "_attempts",
         "_buffered",
         "_cancelled_timers",
         "_closed_count",
+        "_connecting",
         "_connection_lost_hooks",
         "_connection_made_hooks",
         "_conns",
@@ -175,6 +182,7 @@ class EventLoop(Weakrefable):
         "_timers",
         "_wake_armed",
         "_waker",
+        "_writing_hooks",
         "high_water",
         "index",
         "linger_timeout",
@@ -227,6 +235,12 @@ class EventLoop(Weakrefable):
         self._on_message = handler.on_message
         self._on_connect = getattr(handler, "on_connect", _noop)
         self._on_close = getattr(handler, "on_close", _noop)
+        #: The handler's pause_writing/resume_writing, resolved once (None: it has neither).
+        self._writing_hooks: WritingHooks | None = writing_hooks(handler)
+        #: Outbound connections being opened (``connect``), and the sockets of those whose
+        #: TCP connect is in progress, by fd (their writable event completes it).
+        self._attempts: set[ConnectAttempt] = set()
+        self._connecting: dict[int, ConnectAttempt] = {}
         #: This loop's counters (see ``LoopStats``); bytes and messages only while counting.
         self.stats = LoopStats()
         self.stats.counting = server.count_traffic
@@ -274,6 +288,46 @@ class EventLoop(Weakrefable):
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on this loop's thread soon; from the loop thread or any other."""
         self.call_soon_threadsafe(fn, *args)
+
+    def connect(
+        self,
+        address: str | tuple[str, int],
+        handler: Any = None,
+        *,
+        callback: ConnectCallback,
+        protocol: Protocol | type[Protocol] | str | None = None,
+        ssl: _ssl.SSLContext | bool | None = None,
+        server_hostname: str | None = None,
+        timeout: float | None = 30.0,
+    ) -> ConnectAttempt:
+        """Open an outbound connection owned by this loop; ``callback(conn, exc)`` says how it went.
+
+        The loop-thread form of :meth:`Server.connect <gev_core.Server.connect>` (same
+        arguments, same errors), for handlers that open connections (a proxy's upstream side):
+        no future, ``callback`` runs on this loop's thread with exactly one of ``conn`` (ready:
+        connected, TLS handshake done, the handler's ``on_connect`` called) and ``exc`` (a
+        :class:`~gev_core.ConnectError` or :class:`~gev_core.TLSError`) not ``None``. Callable
+        from any thread; the attempt starts on the loop thread, after the current batch.
+
+        :returns: the attempt; :meth:`ConnectAttempt.cancel <gev_core.ConnectAttempt.cancel>`
+            abandons it (the callback is then not called).
+        :raises ValueError: a malformed address, or ``protocol`` not usable for one connection.
+        :raises TypeError: ``handler`` has no ``on_message``.
+        """
+        from ._connect import ConnectAttempt
+
+        attempt = ConnectAttempt(
+            self,
+            address,
+            handler,
+            callback=callback,
+            protocol=protocol,
+            ssl=ssl,
+            server_hostname=server_hostname,
+            timeout=timeout,
+        )
+        self.call_soon_threadsafe(attempt._start)
+        return attempt
 
     def set_deadline_source(self, source: DeadlineSource | None) -> None:
         """Install the object that tells the loop when it must wake up next (timer plugins).
@@ -620,8 +674,10 @@ class EventLoop(Weakrefable):
         elif fd == self._listen_fd:
             self._accept()
         else:
-            # A stale event for an fd closed earlier in this batch.
-            pass
+            attempt = self._connecting.get(fd)
+            if attempt is not None:
+                attempt._on_ready(ev)  # an outbound connect completed or failed
+            # else: a stale event for an fd closed earlier in this batch.
 
     # ------------------------------------------------------------------ accept
 
@@ -726,7 +782,10 @@ class EventLoop(Weakrefable):
         try:
             if hook is not None:
                 hook(conn)
-            self._on_close(conn)
+            if conn.handler is self._handler:
+                self._on_close(conn)
+            else:  # an outbound connection with a handler of its own
+                getattr(conn.handler, "on_close", _noop)(conn)
         except Exception:
             logger.exception("on_close failed for %r", conn)
         if self._stopping and not self._conns:
@@ -743,6 +802,7 @@ class EventLoop(Weakrefable):
     def _begin_stop(self, deadline: float) -> None:
         self._stopping = True
         self._detach_listener()
+        self._abandon_attempts()
         for conn in list(self._conns.values()):
             if conn._state == OPEN:
                 # Why it closes, whatever the protocol's goodbye closes it with.
@@ -792,7 +852,17 @@ class EventLoop(Weakrefable):
             logger.info("stop: %d connections had not finished closing in time; dropped", late)
         self._running = False
 
+    def _abandon_attempts(self) -> None:
+        # Stopping: outbound connections not yet ready fail with "stopping" (their sockets
+        # closed, their callers told).
+        for attempt in list(self._attempts):
+            try:
+                attempt._abandon()
+            except Exception:
+                logger.exception("failed to abandon %r", attempt)
+
     def _close_all_now(self) -> None:
+        self._abandon_attempts()
         for conn in list(self._conns.values()):
             try:
                 conn._abort(R_STOP)

@@ -9,11 +9,12 @@ import ssl as _ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from ._bind import SocketFile, bind_socket, format_address
-from ._connection import Preamble
-from ._errors import GevError
+from ._connection import Connection, Preamble
+from ._errors import ConnectError, GevError
 from ._jobs import AsyncHandler, OffloadService, coroutine_callbacks
 from ._loop import EventLoop
 from ._plugins import Config, GevPluginManager, ProtocolRegistry, get_plugin_manager
@@ -279,26 +280,19 @@ class Server:
             self._balancer = load_balance
         else:
             raise TypeError("load_balance must be a name or a callable")
+        #: Protocols of outbound connections given by name or class, made once each.
+        self._outbound_protocols: dict[Any, Protocol] = {}
+        self._outbound_lock = threading.Lock()
         #: The socket file to remove at stop: only one this server bound itself.
         self._socket_file: SocketFile | None = None
-        if sock is not None:
-            sock.setblocking(False)
-            self._listener = sock
-        else:
-            self._listener = bind_socket(
-                address,
-                network=network,
-                reuse_port=reuse_port,
-                backlog=backlog,
-                unix_mode=unix_mode,
-            )
-            self._socket_file = SocketFile.of(self._listener)
-        name = self._listener.getsockname()
-        self._address: tuple[str, int] | str = (
-            (name[0], name[1]) if isinstance(name, tuple) else format_address(name)
-        )
+        self._listener = self._open_listener(address, network, reuse_port, backlog, unix_mode, sock)
+        self._address: tuple[str, int] | str = ""
+        if self._listener is not None:
+            name = self._listener.getsockname()
+            self._address = (name[0], name[1]) if isinstance(name, tuple) else format_address(name)
         self.loops = [EventLoop(self, i, poller) for i in range(num_loops)]
-        self.loops[0]._attach_listener(self._listener)
+        if self._listener is not None:
+            self.loops[0]._attach_listener(self._listener)
         self._threads: list[threading.Thread] = []
         self._started = threading.Event()
         self._stopped = threading.Event()
@@ -322,6 +316,51 @@ class Server:
                 loop._connection_lost_hooks = lambda conn, _h=lost: _h(connection=conn)
 
     # ------------------------------------------------------------------ setup
+
+    def _open_listener(
+        self,
+        address: str | tuple[str, int],
+        network: str,
+        reuse_port: bool,
+        backlog: int,
+        unix_mode: int | None,
+        sock: socket.socket | None,
+    ) -> socket.socket | None:
+        """The listening socket (a :class:`~gev_core.Client` has none)."""
+        if sock is not None:
+            sock.setblocking(False)
+            return sock
+        listener = bind_socket(
+            address,
+            network=network,
+            reuse_port=reuse_port,
+            backlog=backlog,
+            unix_mode=unix_mode,
+        )
+        self._socket_file = SocketFile.of(listener)
+        return listener
+
+    def _outbound_protocol(self, spec: ProtocolSpec | None) -> Protocol:
+        """The protocol of an outbound connection: the server's by default; a name or a class
+        is made once and shared, like the server's own."""
+        if spec is None:
+            protocol = self._protocol
+            if isinstance(protocol, SelectingProtocol):
+                raise ValueError(
+                    "this server serves several protocols: pass connect() the one to speak"
+                )
+            return protocol
+        if isinstance(spec, Protocol):
+            return spec
+        if not isinstance(spec, (str, type)):
+            raise TypeError(
+                f"protocol must be a Protocol instance or class or a name, not {spec!r}"
+            )
+        with self._outbound_lock:
+            made = self._outbound_protocols.get(spec)
+            if made is None:
+                made = self._outbound_protocols[spec] = self._resolve_one(spec)
+        return made
 
     def _resolve_one(self, spec: ProtocolSpec) -> Protocol:
         if isinstance(spec, str):
@@ -504,8 +543,10 @@ class Server:
                     t.start()
                 self._started.set()
                 logger.info(
-                    "listening on %s (protocol %s, %d loop%s)",
-                    format_address(self._address),
+                    "%s (protocol %s, %d loop%s)",
+                    "client started"
+                    if self._listener is None
+                    else f"listening on {format_address(self._address)}",
                     self._protocol.name,
                     self.num_loops,
                     "" if self.num_loops == 1 else "s",
@@ -529,7 +570,8 @@ class Server:
         self.stop(wait=False)
 
     def _close_listener(self) -> None:
-        self._listener.close()
+        if self._listener is not None:
+            self._listener.close()
         if self._socket_file is not None:
             self._socket_file.remove()
             self._socket_file = None
@@ -539,6 +581,76 @@ class Server:
         if self._timer_service is not None:
             self._timer_service.install(loop)
         self.pluginmanager.hook.gev_loop_started(loop=loop)
+
+    def connect(
+        self,
+        address: str | tuple[str, int],
+        handler: Any = None,
+        *,
+        protocol: ProtocolSpec | None = None,
+        ssl: _ssl.SSLContext | bool | None = None,
+        server_hostname: str | None = None,
+        timeout: float | None = 30.0,
+        loop: EventLoop | None = None,
+    ) -> Future[Connection]:
+        """Open an outbound connection, served by one of this server's loops. Any thread.
+
+        The connection is driven like an accepted one: ``handler``'s callbacks, the protocol's
+        framing, water marks, idle reaping; :attr:`Connection.outbound
+        <gev_core.Connection.outbound>` is true. The future's result is the connection once it
+        is ready -- connected, its TLS handshake done, the protocol's ``connection_made`` and
+        the handler's ``on_connect`` called -- so ``send`` works at once, from any thread.
+        Waiting for it on one of the server's loop threads (it would wait for itself) raises
+        ``RuntimeError``: a handler uses :meth:`EventLoop.connect <gev_core.EventLoop.connect>`
+        with a callback.
+        Cancelling the future before it is done abandons the attempt (no handler callback
+        runs). Failures are the future's exception, and nothing is logged for them. May be
+        called before :meth:`start`: the attempt begins when the loop runs.
+
+        :param address: ``"host:port"``, ``"[v6]:port"``, ``(host, port)``, ``"unix:/path"``
+            or (Linux) ``"unix:@name"``. A host name is resolved off the loop, in a small
+            thread pool; the addresses it resolves to are tried in order.
+        :param handler: the connection's handler (default: the server's).
+        :param protocol: a :class:`~gev_core.Protocol` instance or class, or a registered name
+            (``"line"``, ``"websocket"``...); default: the server's protocol.
+        :param ssl: a client ``ssl.SSLContext`` (:func:`~gev_core.client_context`), or
+            ``True`` for ``client_context()`` (the system's CAs); ``None``: plaintext.
+        :param server_hostname: the name the server's certificate must match, sent as SNI
+            (default: the address's host; a Unix address needs one when names are checked).
+        :param timeout: seconds for the whole attempt (resolution, connect, TLS handshake);
+            ``None``: no limit.
+        :param loop: the loop to own the connection (default: the ``load_balance`` pick).
+        :raises ValueError: a malformed address or timeout (at once, not through the future).
+        :raises TypeError: ``handler`` has no ``on_message``, or a wrong ``ssl`` or
+            ``protocol``.
+
+        The future's exceptions: :class:`~gev_core.ConnectRefused`,
+        :class:`~gev_core.ConnectTimeout`, :class:`~gev_core.ResolveError`, another
+        :class:`~gev_core.ConnectError` (also when the server is stopping), or
+        :class:`~gev_core.TLSError` for a failed handshake (an untrusted certificate, a name
+        mismatch).
+        """
+        chosen = self._pick_loop() if loop is None else loop
+        if chosen not in self.loops:
+            raise ValueError(f"{chosen!r} is not one of this server's loops")
+        future: Future[Connection] = _ConnectFuture(self.loops)
+        if self._stopped.is_set():
+            address_s = address if isinstance(address, str) else format_address(address)
+            future.set_exception(
+                ConnectError(f"connect to {address_s} abandoned: stopped", address=address_s)
+            )
+            return future
+        attempt = chosen.connect(
+            address,
+            handler,
+            callback=lambda conn, exc: _settle(future, conn, exc),
+            protocol=protocol,
+            ssl=ssl,
+            server_hostname=server_hostname,
+            timeout=timeout,
+        )
+        future.add_done_callback(lambda f: attempt.cancel() if f.cancelled() else None)
+        return future
 
     def wait_started(self, timeout: float | None = None) -> bool:
         """Block until :meth:`start` is serving (useful when it runs in a thread)."""
@@ -625,3 +737,32 @@ class Server:
 
     def __repr__(self) -> str:
         return f"<Server {self.address} loops={self.num_loops} protocol={self._protocol.name!r}>"
+
+
+class _ConnectFuture(Future[Connection]):
+    """The future of ``Server.connect``: waiting for it on one of the server's loop threads
+    raises at once instead of waiting for itself."""
+
+    def __init__(self, loops: list[EventLoop]) -> None:
+        super().__init__()
+        self._loops = loops
+
+    def result(self, timeout: float | None = None) -> Connection:
+        if not self.done() and any(loop.in_loop_thread() for loop in self._loops):
+            raise RuntimeError(
+                "waiting for a connect on the loop thread that makes it would wait forever:"
+                " use EventLoop.connect(..., callback=...) in handlers"
+            )
+        return super().result(timeout)
+
+
+def _settle(future: Future[Connection], conn: Connection | None, exc: BaseException | None) -> None:
+    # On the loop thread: the attempt is over. A future cancelled meanwhile lets go of it.
+    try:
+        if exc is not None:
+            future.set_exception(exc)
+        elif conn is not None:
+            future.set_result(conn)
+    except InvalidStateError:  # cancelled while the connection got ready
+        if conn is not None:
+            conn.abort()

@@ -10,6 +10,9 @@ not auto-loaded (no ``pytest11`` entry point), so it never touches unrelated tes
 * :func:`tls_certificates` makes a throwaway CA and certificates (with ``trustme``, a test
   dependency: ``pip install trustme``) and the matching server and client ``ssl.SSLContext``;
   :func:`tls_connect` is a blocking TLS client. Fixture: ``gev_tls``.
+* :class:`EchoUpstream` (:func:`echo_upstream`) is a plain threaded echo server on loopback,
+  the far end for outbound connections (:meth:`~gev_core.Server.connect`) and proxies; and
+  :func:`unresponsive_address` an address whose connects hang (for connect timeouts).
 * :class:`RedisServer` runs a real, throwaway ``redis-server`` on an ephemeral loopback port,
   for handlers and plugins that talk to Redis (the ``gev_redis_server`` fixture skips without
   one, and fails under ``CI=true``).
@@ -40,17 +43,20 @@ from ._server import Server
 from ._sslcontext import client_context, server_context
 
 __all__ = [
+    "EchoUpstream",
     "FakeConnection",
     "RedisServer",
     "TLSCertificates",
     "TLSFiles",
     "connect",
+    "echo_upstream",
     "feed",
     "recv_exactly",
     "redis_server_path",
     "serve",
     "tls_certificates",
     "tls_connect",
+    "unresponsive_address",
 ]
 
 
@@ -284,6 +290,177 @@ def tls_connect(
     except BaseException:
         sock.close()
         raise
+
+
+# ---------------------------------------------------------------------------- outbound
+
+
+class EchoUpstream:
+    """A plain threaded echo server on loopback: the peer of outbound connections in tests.
+
+    Not gev: a thread per connection, blocking sockets, every byte sent back as it arrives.
+    Start it with ``with EchoUpstream() as upstream:`` (or :func:`echo_upstream`); connect to
+    :attr:`address`. :attr:`received` counts the bytes it read, :attr:`connections` the
+    connections it accepted, and :attr:`open` those still open.
+
+    :param address: ``(host, port)`` to listen on (port 0: a free one), or ``"unix:/path"``.
+    :param read_paused: start with reading paused (:meth:`pause`): connections are accepted
+        but not read, so their senders' buffers fill -- a slow upstream.
+    :param tls: serve TLS with this server-side ``ssl.SSLContext``.
+    """
+
+    def __init__(
+        self,
+        address: tuple[str, int] | str = ("127.0.0.1", 0),
+        *,
+        read_paused: bool = False,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        if isinstance(address, str):
+            family, sockaddr = parse_address(address)
+        else:
+            family, sockaddr = socket.AF_INET, address
+        self._sock = socket.socket(family, socket.SOCK_STREAM)
+        if family != socket.AF_UNIX:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(sockaddr)
+        self._sock.listen(128)
+        name = self._sock.getsockname()
+        #: Where it listens: ``(host, port)``, or the Unix address as given.
+        self.address: tuple[str, int] | str = (
+            (name[0], name[1]) if isinstance(name, tuple) else str(address)
+        )
+        self._tls = tls
+        self._reading = threading.Event()
+        if not read_paused:
+            self._reading.set()
+        self._lock = threading.Lock()
+        self._clients: list[socket.socket] = []
+        self._closed = False
+        #: Bytes read from every connection so far.
+        self.received = 0
+        #: Connections accepted so far.
+        self.connections = 0
+        self._open = 0
+        self._thread = threading.Thread(target=self._accept, name="echo-upstream", daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        """The TCP port it listens on."""
+        assert isinstance(self.address, tuple)
+        return self.address[1]
+
+    @property
+    def open(self) -> int:
+        """Connections accepted and not yet closed by either side."""
+        with self._lock:
+            return self._open
+
+    def pause(self) -> None:
+        """Stop reading (every connection): what is sent to it waits in the kernel's buffers."""
+        self._reading.clear()
+
+    def resume(self) -> None:
+        """Read (and echo) again."""
+        self._reading.set()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._sock.accept()
+            except OSError:
+                return
+            if self._tls is not None:
+                try:
+                    client = self._tls.wrap_socket(client, server_side=True)
+                except (OSError, ssl.SSLError):
+                    client.close()
+                    continue
+            with self._lock:
+                if self._closed:
+                    client.close()
+                    return
+                self._clients.append(client)
+                self.connections += 1
+                self._open += 1
+            threading.Thread(target=self._echo, args=(client,), daemon=True).start()
+
+    def _echo(self, client: socket.socket) -> None:
+        try:
+            while True:
+                self._reading.wait()
+                data = client.recv(65536)
+                if not data:
+                    break
+                with self._lock:
+                    self.received += len(data)
+                client.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self._open -= 1
+                if client in self._clients:
+                    self._clients.remove(client)
+            client.close()
+
+    def close(self) -> None:
+        """Stop listening and close every connection."""
+        with self._lock:
+            self._closed = True
+            clients = list(self._clients)
+        self._sock.close()
+        self._reading.set()
+        for client in clients:
+            with contextlib.suppress(OSError):
+                client.shutdown(socket.SHUT_RDWR)
+            client.close()
+
+    def __enter__(self) -> EchoUpstream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def echo_upstream(**kwargs: Any) -> Iterator[EchoUpstream]:
+    """``with echo_upstream() as upstream:`` -- an :class:`EchoUpstream` (same arguments),
+    closed when the block exits."""
+    with EchoUpstream(**kwargs) as upstream:
+        yield upstream
+
+
+@contextlib.contextmanager
+def unresponsive_address() -> Iterator[tuple[str, int]]:
+    """A loopback ``(host, port)`` whose TCP connects hang: a listener that never accepts,
+    with its accept queue filled. A connect to it neither succeeds nor fails until its
+    timeout: what connect-timeout tests need, without an unroutable address (Linux).
+    """
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address = listener.getsockname()[:2]
+        # Fill the accept queue (and SYN queue overflow) with connects nobody accepts.
+        for _ in range(8):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            sock.connect_ex(address)
+            fillers.append(sock)
+        time.sleep(0.05)
+        yield address
+    finally:
+        for sock in fillers:
+            sock.close()
+        listener.close()
 
 
 class _RecordingHandler:
