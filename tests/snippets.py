@@ -18,7 +18,9 @@ Conventions (docs/contributing.md has the same text for writers):
   8000, 8080, 8443 and 9001-9009 written anywhere in a page's blocks are replaced, per page, by free
   ephemeral ports, so every server and client of the page agree and nothing collides with other
   tests. Give each server of a page a port of its own (1833, then 1834, ...). A block that
-  listens on any other port (an address left to its default, say) fails.
+  listens on any other port (an address left to its default, say) fails. Unix sockets alike:
+  the *documented socket paths* ``/tmp/gev-NAME.sock`` are replaced, per page, by a path in a
+  directory of the page's own, so parallel test runs never share a socket file.
 * **Builds** of gev packages in shell blocks are pure (``GEV_BUILD_PURE=1``): the compiled build
   is tested by ``hatch run compiled:test``.
 * **Errors.** A Python block fails on an exception, and on a record at ERROR or above logged
@@ -81,6 +83,8 @@ KERNEL = Path(__file__).resolve().with_name("snippet_kernel.py")
 
 DOC_PORTS = [*range(1833, 1840), 6379, 8000, 8080, 8443, *range(9001, 9010)]
 _PORT_RE = re.compile(r"(?<![\d.])(" + "|".join(map(str, DOC_PORTS)) + r")(?!\d)")
+# Documented Unix socket paths: replaced per page by a path in a private directory.
+_SOCK_RE = re.compile(r"/tmp/(gev-[\w.-]+\.sock)\b")
 
 PYTHON = {"python", "py"}
 SHELL = {"bash", "sh", "shell"}
@@ -399,6 +403,8 @@ class PageRun:
         self.work.mkdir()
         copy_repository(self.work)
         self.ports = {p: free_port() for p in DOC_PORTS}
+        # Short on purpose (a Unix socket path has ~100 bytes at most): not under tmp_path.
+        self.sockdir = Path(tempfile.mkdtemp(prefix="gev-docs-"))
         self.kernel: Kernel | None = None
         self.venv: Path | None = None
         self.background: list[tuple[Block, subprocess.Popen[bytes], Path]] = []
@@ -409,6 +415,7 @@ class PageRun:
     # ---------------------------------------------------------------------------- plumbing
 
     def substitute(self, code: str) -> str:
+        code = _SOCK_RE.sub(lambda m: str(self.sockdir / m.group(1)), code)
         return _PORT_RE.sub(lambda m: str(self.ports[int(m.group(1))]), code)
 
     def named_ports(self, code: str) -> list[int]:
@@ -477,6 +484,7 @@ class PageRun:
                 proc.wait()
         if self.kernel is not None:
             self.kernel.close()
+        shutil.rmtree(self.sockdir, ignore_errors=True)
 
     # ---------------------------------------------------------------------------- blocks
 

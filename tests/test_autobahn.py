@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,30 @@ GOOD_BEHAVIOR = {"OK", "NON-STRICT", "INFORMATIONAL"}
 GOOD_CLOSE = {"OK", "INFORMATIONAL"}
 
 
+def _wait_for_setup() -> None:
+    """Wait for a tools/autobahn/setup.sh running in the background (``.ci/run``) to finish.
+
+    ``GEV_WSTEST_READY`` names the file its runner writes when setup.sh exits: its exit status
+    first. Without the variable there is nothing to wait for.
+    """
+    ready = os.environ.get("GEV_WSTEST_READY")
+    if not ready:
+        return
+    status = Path(ready)
+    deadline = time.monotonic() + float(os.environ.get("GEV_WSTEST_WAIT", "1200"))
+    while not status.exists():
+        if time.monotonic() > deadline:
+            pytest.fail(f"tools/autobahn/setup.sh still running: no {status} yet")
+        time.sleep(1.0)
+    time.sleep(0.2)  # the status line is written at once; let it land
+    code = status.read_text().split()
+    if not code or code[0] != "0":
+        log = status.with_suffix(".log")
+        pytest.fail(f"tools/autobahn/setup.sh failed ({code}); see {log}")
+
+
 def _available() -> str | None:
+    _wait_for_setup()
     if not WSTEST.exists():
         return f"wstest is not installed ({WSTEST}); run: bash tools/autobahn/setup.sh"
     return None

@@ -96,12 +96,15 @@ def gev_workers(tmp_path: Path, app: str, *args: str) -> Iterator[tuple[int, Pat
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     try:
+        # Both workers listening: each logs it. (The supervisor's "serving on ... with N" counts
+        # only the workers ready 10 s after the first; a slow machine starts one later.)
         deadline = time.monotonic() + 60
-        while not (m := re.search(r"serving on [\d.]+:(\d+) with 2", log.read_text())):
+        while len(ports := re.findall(r"gev: listening on [\d.]+:(\d+)", log.read_text())) < 2:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"gev serve did not start:\n{log.read_text()}")
             time.sleep(0.05)
-        yield int(m.group(1)), log
+        assert len(set(ports)) == 1, ports
+        yield int(ports[0]), log
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -56,6 +56,12 @@ def chat_server(redis_url: str, log: Path) -> Iterator[int]:
         )  # fmt: skip
         try:
             wait_port(port, proc)
+            # Both workers listening (each logs it), not only the first: one that starts late
+            # gets no connection until it listens, and one_per_worker would find one worker.
+            deadline = time.monotonic() + 60
+            while log.read_text().count(f"gev: listening on 127.0.0.1:{port} ") < 2:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)
             yield port
         finally:
             proc.send_signal(signal.SIGTERM)

@@ -5,6 +5,7 @@
     python tools/build_wheels.py --python python3.12 --python python3.13 --check
     python tools/build_wheels.py --pure --check       # GEV_BUILD_PURE=1: pure wheels
     python tools/build_wheels.py --install            # into the running environment
+    python tools/build_wheels.py --install --prebuilt dist/wheels   # reuse an earlier build
 
 Each package is built on its own, from its own directory, by the packages' build hook
 (``hatch_build.py``; see docs/compiled.md), exactly as ``pip wheel ./packages/gev-x`` would:
@@ -20,6 +21,12 @@ running environment, without touching their dependencies if already present: tha
 
 Wheels go to ``dist/wheels/<python tag>/`` (``--out`` to change). Uses ``uv`` (a dependency of
 hatch) when it can be found, else ``pip``.
+
+``--prebuilt DIR`` (or the environment variable ``GEV_PREBUILT_WHEELS=DIR``) builds nothing: it
+takes the wheels an earlier run wrote to ``DIR/<python tag>/`` (its ``--out``), after checking
+there is one per package and, unless ``--pure``, that the native ones are platform wheels. CI
+builds once (``--check``) and lets ``hatch run compiled:test`` install that build; without it the
+install step builds for real, as a developer expects.
 """
 
 from __future__ import annotations
@@ -118,6 +125,31 @@ def build(python: str, out: Path, pure: bool) -> list[Path]:
     return wheels
 
 
+def prebuilt(python: str, src: Path, pure: bool) -> list[Path]:
+    """The wheels an earlier :func:`build` wrote for ``python`` under ``src``, checked."""
+    _exe, tag = _python_info(python)
+    dest = src / tag
+    wheels = sorted(dest.glob("*.whl"))
+    names = {w.name.split("-", 1)[0] for w in wheels}
+    want = {p.name.replace("-", "_") for p in PACKAGES}
+    if names != want or len(wheels) != len(want):
+        raise SystemExit(
+            f"--prebuilt {src}: expected one wheel per package in {dest}, found"
+            f" {[w.name for w in wheels]}"
+        )
+    if not pure:
+        expected = _expected_compiled()
+        generic = [
+            w.name
+            for w in wheels
+            if expected[w.name.split("-", 1)[0]] and w.name.endswith("-none-any.whl")
+        ]
+        if generic:
+            raise SystemExit(f"--prebuilt {src}: pure wheels where native code belongs: {generic}")
+    print(f"== {tag}: reusing {len(wheels)} prebuilt wheels from {dest}")
+    return wheels
+
+
 # Which packages must say COMPILED in a compiled build: those whose hook table lists modules.
 def _expected_compiled() -> dict[str, bool]:
     expected = {}
@@ -202,6 +234,14 @@ def main() -> None:
     ap.add_argument("--check", action="store_true", help="install in a fresh venv and import")
     ap.add_argument("--install", action="store_true", help="install into this environment")
     ap.add_argument("--out", type=Path, default=ROOT / "dist" / "wheels")
+    ap.add_argument(
+        "--prebuilt",
+        type=Path,
+        default=os.environ.get("GEV_PREBUILT_WHEELS") or None,
+        metavar="DIR",
+        help="reuse the wheels of an earlier run in DIR (its --out) instead of building;"
+        " default: $GEV_PREBUILT_WHEELS",
+    )
     args = ap.parse_args()
     pythons = [_resolve(p) for p in args.python or ()] or (
         _pyenv_pythons() if args.all_pythons else [sys.executable]
@@ -209,13 +249,16 @@ def main() -> None:
     if not pythons:
         raise SystemExit("no interpreter found")
     for python in pythons:
-        wheels = build(python, args.out, args.pure)
+        if args.prebuilt is not None:
+            wheels = prebuilt(python, args.prebuilt.resolve(), args.pure)
+        else:
+            wheels = build(python, args.out, args.pure)
         if args.check:
             check(python, wheels, args.pure)
         if args.install:
             if _python_info(python)[0] != _python_info(sys.executable)[0]:
                 raise SystemExit("--install needs the wheels of the running interpreter")
-            install(wheels + sorted(_example_plugin(args.out, python)))
+            install(wheels + sorted(_example_plugin(args.prebuilt or args.out, python)))
 
 
 def _example_plugin(out: Path, python: str) -> list[Path]:

@@ -812,12 +812,14 @@ def test_serve_on_a_unix_socket_with_permissions(runner: Runner, sockdir: Path) 
 
 
 @pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets")
-def test_unix_socket_options_that_do_not_apply_are_usage_errors(runner: Runner) -> None:
+def test_unix_socket_options_that_do_not_apply_are_usage_errors(
+    runner: Runner, sockdir: Path
+) -> None:
     proc = runner.start("serve", "app:Echo", "--address", "127.0.0.1:0", "--unix-mode", "600")
     assert proc.wait(BOOT_TIMEOUT) == 2
     assert "unix_mode applies to Unix socket addresses only" in runner.stderr(proc)
     proc = runner.start(
-        "serve", "app:Echo", "--address", "unix:/tmp/x.sock", "--workers", "2",
+        "serve", "app:Echo", "--address", f"unix:{sockdir / 'x.sock'}", "--workers", "2",
         "--port-sharing", "reuse-port",
     )  # fmt: skip
     assert proc.wait(BOOT_TIMEOUT) == 2

@@ -114,6 +114,13 @@ def gev_serve(
                 text,
             )
             admin = re.search(r"metrics and health on (http://\S+)", text)
+            if listening and workers:
+                # Every worker listening (each logs it): the supervisor's "serving on" line
+                # comes 10 s after the first worker at the latest, with or without the others.
+                n = int(args[list(args).index("--workers") + 1])
+                at = f"gev: listening on {listening.group(1)}:{listening.group(2)} "
+                if text.count(at) < n:
+                    listening = None
             if listening and (admin or "--metrics-address" not in args):
                 served.address = (listening.group(1), int(listening.group(2)))
                 served.admin = admin.group(1) if admin else ""

@@ -51,8 +51,22 @@ def test_connections_are_counted_and_the_probes_follow_the_server(served: Server
         for _ in range(3):
             c.sendall(b"ping")
             assert recv_exactly(c, 4) == b"ping"
-    text = http_get(url + "/metrics")[1]
     labels = {"protocol": "default", "worker": "0"}
+    traffic = {
+        "gev_received_messages_total": 15,
+        "gev_sent_messages_total": 15,
+        "gev_received_bytes_total": 60,
+        "gev_sent_bytes_total": 60,
+    }
+    # A loop stores its traffic counts once per poll, after the batch that sent the replies: a
+    # client can read its last reply just before. Wait for that store (then they are exact).
+    wait_until(
+        lambda: all(
+            total(http_get(url + "/metrics")[1], name, **labels) >= n for name, n in traffic.items()
+        ),
+        what="the traffic counted",
+    )
+    text = http_get(url + "/metrics")[1]
     assert total(text, "gev_connections_open", **labels) == 5
     assert total(text, "gev_connections_accepted_total", **labels) == 5
     # Exactly the traffic made: one read, one message, one reply per ping.

@@ -296,6 +296,8 @@ class Server:
         self._threads: list[threading.Thread] = []
         self._started = threading.Event()
         self._stopped = threading.Event()
+        #: Set on loop 0 once a drain has closed the listener (drain() waits for it).
+        self._listener_detached = threading.Event()
         self._state_lock = threading.Lock()
         self._running = False
         self._stopping = False
@@ -683,7 +685,9 @@ class Server:
         once (:attr:`ready` turns false and ``gev_server_stopping`` is called); each connection
         is served as usual until its peer or the handler closes it. Once none is left, or after
         ``timeout`` seconds, the server stops as :meth:`stop` does, with ``stop_timeout`` for
-        the remaining connections' output. Any thread; ``wait`` as for :meth:`stop`.
+        the remaining connections' output. Any thread; ``wait`` as for :meth:`stop`. Even
+        without ``wait``, a call from outside the server's loops returns once the listener is
+        closed (bounded by 5 s): a client connecting after it is refused.
         """
         deadline = time.monotonic() + timeout
         self._stop_deadline = deadline + stop_timeout
@@ -701,15 +705,22 @@ class Server:
         loop0 = self.loops[0]
         loop0.call_soon_threadsafe(self._begin_drain, deadline, stop_timeout)
         loop0.wakeup()
-        if wait and not any(loop.in_loop_thread() for loop in self.loops):
-            self._stopped.wait(timeout + stop_timeout + 5.0)
+        if not any(loop.in_loop_thread() for loop in self.loops):
+            # The listener is closed on loop 0: returning before it is would let a client
+            # connect right after drain() (the kernel still queues it for the listener).
+            self._listener_detached.wait(5.0)
+            if wait:
+                self._stopped.wait(timeout + stop_timeout + 5.0)
 
     def _begin_drain(self, deadline: float, stop_timeout: float) -> None:
         # On loop 0, the accepting loop: every connection it accepted so far has been handed to
         # its loop already, so each loop's drain runs after the hand-over of its connections.
         for loop in self.loops[1:]:
             loop.call_soon_threadsafe(loop._begin_drain, deadline, stop_timeout)
-        self.loops[0]._begin_drain(deadline, stop_timeout)
+        try:
+            self.loops[0]._begin_drain(deadline, stop_timeout)
+        finally:
+            self._listener_detached.set()
 
     def _stop_unstarted(self) -> bool:
         """Close everything of a server that never started; False if it has started."""
