@@ -10,6 +10,7 @@ reason.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -195,3 +196,110 @@ def test_a_build_that_must_compile_fails_without_a_compiler(tmp_path: Path) -> N
     assert proc.returncode != 0
     assert "GEV_BUILD_REQUIRE_COMPILED is set but no C compiler" in proc.stdout + proc.stderr
     assert not list(tmp_path.glob("*.whl"))
+
+
+# ---------------------------------------------------------------------- the weakref patch
+
+
+def _hook_module() -> types.ModuleType:
+    pytest.importorskip("hatchling")
+    spec = importlib.util.spec_from_file_location(
+        "_gev_hatch_build", ROOT / "packages" / "gev-core" / "hatch_build.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# Shapes of what mypyc 2.4.1 writes for a class with an interpreted base (trimmed).
+_DEALLOC = """
+static void
+_m___C_dealloc(m____m___CObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    CPy_TRASHCAN_BEGIN(self, _m___C_dealloc)
+    CPyDef__m___C_clear((PyObject *)self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+    CPy_TRASHCAN_END(self)
+    done: ;
+}
+"""
+_BEFORE_312 = (
+    _DEALLOC
+    + """
+static PyTypeObject CPyType__m___C_template_ = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "C",
+    .tp_dealloc = (destructor)_m___C_dealloc,
+    .tp_basicsize = sizeof(m____m___CObject) + 2*sizeof(PyObject *),
+    .tp_dictoffset = sizeof(m____m___CObject),
+    .tp_weaklistoffset = sizeof(m____m___CObject) + sizeof(PyObject *),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HEAPTYPE | Py_TPFLAGS_HAVE_GC,
+};
+"""
+)
+_SINCE_312 = (
+    _DEALLOC
+    + """
+static PyTypeObject CPyType__m___C_template_ = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "C",
+    .tp_dealloc = (destructor)_m___C_dealloc,
+    .tp_basicsize = sizeof(m____m___CObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_MANAGED_DICT,
+};
+"""
+)
+
+
+def test_weakref_patch_clears_the_weak_list_before_3_12() -> None:
+    hook = _hook_module()
+    out, names = hook.patch_weakref_dealloc(_BEFORE_312, "2.4.1")
+    assert names == ["_m___C"]
+    untrack, clear, trashcan = out.split("{\n", 1)[1].splitlines()[:3]
+    assert untrack.strip() == "PyObject_GC_UnTrack(self);"
+    assert "if (*(PyObject **)((char *)self + sizeof(m____m___CObject) + sizeof(PyObject *))" in (
+        clear
+    )
+    assert clear.endswith("PyObject_ClearWeakRefs((PyObject *)self);")
+    assert trashcan.strip().startswith("CPy_TRASHCAN_BEGIN")
+    assert "MANAGED_WEAKREF" not in out
+
+
+def test_weakref_patch_manages_the_weak_list_from_3_12() -> None:
+    hook = _hook_module()
+    out, names = hook.patch_weakref_dealloc(_SINCE_312, "2.4.1")
+    assert names == ["_m___C"]
+    assert "Py_TPFLAGS_MANAGED_DICT | Py_TPFLAGS_MANAGED_WEAKREF," in out
+    clear = out.split("PyObject_GC_UnTrack(self);\n", 1)[1].splitlines()[0]
+    assert clear.strip().endswith("*/ PyObject_ClearWeakRefs((PyObject *)self);")
+
+
+def test_weakref_patch_leaves_other_classes_alone() -> None:
+    hook = _hook_module()
+    plain = _SINCE_312.replace(" | Py_TPFLAGS_MANAGED_DICT", "")
+    assert hook.patch_weakref_dealloc(plain, "2.4.1") == (plain, [])
+
+
+@pytest.mark.parametrize(
+    ("source", "mypy_version", "message"),
+    [
+        (_SINCE_312, "2.5.0", "written for mypy 2.4.1"),
+        # Even with nothing recognisable to patch: a new mypyc may write it differently.
+        ("/* no classes */", "2.5.0", "written for mypy 2.4.1"),
+        (
+            _SINCE_312.replace(" | Py_TPFLAGS_MANAGED_DICT,", " | Py_TPFLAGS_MANAGED_DICT\n | 0,"),
+            "2.4.1",
+            "tp_flags not found",
+        ),
+        (_BEFORE_312.replace("    PyObject_GC_UnTrack(self);\n", ""), "2.4.1", "_m___C_dealloc"),
+        (_SINCE_312.replace("CPy_TRASHCAN_BEGIN", "CPy_SOMETHING_ELSE"), "2.4.1", "expected one"),
+    ],
+)
+def test_weakref_patch_fails_loudly_on_code_it_does_not_know(
+    source: str, mypy_version: str, message: str
+) -> None:
+    hook = _hook_module()
+    with pytest.raises(hook.WeakrefPatchError, match=message):
+        hook.patch_weakref_dealloc(source, mypy_version)
