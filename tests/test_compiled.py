@@ -276,6 +276,25 @@ def test_weakref_patch_manages_the_weak_list_from_3_12() -> None:
     assert clear.strip().endswith("*/ PyObject_ClearWeakRefs((PyObject *)self);")
 
 
+def test_weakref_patch_clears_before_mypyc_keeps_an_instance_for_reuse() -> None:
+    # mypyc keeps one freed instance of a compiled lambda's class for the next one.
+    hook = _hook_module()
+    reuse = _BEFORE_312.replace(
+        "    PyObject_GC_UnTrack(self);\n",
+        "    PyObject_GC_UnTrack(self);\n"
+        "    if (_m___C_free_instance == NULL) {\n"
+        "        _m___C_free_instance = self;\n"
+        "        Py_CLEAR(self->___mypyc_env__);\n"
+        "        return;\n"
+        "    }\n",
+    )
+    out, names = hook.patch_weakref_dealloc(reuse, "2.4.1")
+    assert names == ["_m___C"]
+    after_untrack = out.split("PyObject_GC_UnTrack(self);\n", 1)[1].splitlines()
+    assert after_untrack[0].endswith("PyObject_ClearWeakRefs((PyObject *)self);")
+    assert after_untrack[1].strip().startswith("if (_m___C_free_instance == NULL)")
+
+
 def test_weakref_patch_leaves_other_classes_alone() -> None:
     hook = _hook_module()
     plain = _SINCE_312.replace(" | Py_TPFLAGS_MANAGED_DICT", "")

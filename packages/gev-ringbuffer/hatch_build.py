@@ -370,19 +370,23 @@ def _insert_after_untrack(c_source: str, fn: str, line: str) -> str:
     """Insert ``line`` in deallocator ``fn`` right after it untracks the object from the GC.
 
     That is after a ``__del__`` ran (the object can no longer be resurrected) and before any
-    field is cleared, the place CPython's ``subtype_dealloc`` clears weak references.
+    field is cleared or the object is kept for reuse (mypyc's one-instance free list, which it
+    uses for the objects of compiled lambdas), the place CPython's ``subtype_dealloc`` clears
+    weak references.
     """
     head = re.compile(
         rf"\n[ \t]*static void\n[ \t]*{fn}\(\w+ \*self\)\n[ \t]*\{{\n(?P<pre>.*?)"
         r"(?P<untrack>[ \t]*PyObject_GC_UnTrack\(self\);\n)"
+        r"(?:[ \t]*if \(\w+_free_instance == NULL\) \{\n[^{}]*?return;\n[ \t]*\}\n)?"
         rf"[ \t]*CPy_TRASHCAN_BEGIN\(self, {fn}\)",
         re.DOTALL,
     )
     found = list(head.finditer(c_source))
-    if len(found) != 1 or "\n}" in found[0]["pre"] or "UnTrack" in found[0]["pre"]:
+    if len(found) != 1 or "UnTrack" in found[0]["pre"]:
         raise WeakrefPatchError(
             f"deallocator {fn}: expected one 'PyObject_GC_UnTrack(self);' followed by "
-            f"'CPy_TRASHCAN_BEGIN(self, {fn})', found {len(found)} candidates"
+            f"'CPy_TRASHCAN_BEGIN(self, {fn})' (or mypyc's free-list reuse, then that), "
+            f"found {len(found)} candidates"
         )
     m = found[0]
     indent = m["untrack"][: len(m["untrack"]) - len(m["untrack"].lstrip())]
