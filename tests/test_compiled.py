@@ -101,7 +101,9 @@ def test_base_classes_meant_for_subclassing_stay_interpreted() -> None:
     # compiled in another wheel crashes it (and interpreted subclasses of compiled classes are
     # refused). These modules hold the classes users and other packages subclass.
     interpreted = {
-        "gev-core": ["_protocol.py", "_handler.py", "_errors.py"],
+        # _base.Weakrefable: the interpreted base that gives Connection and EventLoop an
+        # instance dict and weak-reference support; testing: FakeConnection and helpers.
+        "gev-core": ["_protocol.py", "_handler.py", "_errors.py", "_base.py", "testing.py"],
         "gev-ringbuffer": ["_errors.py"],
         "gev-protobuf": ["_errors.py", "_registry.py"],
         "gev-websocket": ["_protocol.py"],
@@ -142,18 +144,41 @@ def test_pure_python_switch_loads_every_module_from_source() -> None:
     os.environ.get("GEV_EXPECT_COMPILED") != "1", reason="only meaningful in the compiled build"
 )
 def test_compiled_build_really_runs_native_code() -> None:
+    import gev_core
     import gev_protobuf
     import gev_ringbuffer
     import gev_timers
     from gev_websocket import _fastpath
 
     # A mypyc-compiled method or function is not a Python function object.
+    assert not isinstance(gev_core.Connection.send, types.FunctionType)
+    assert not isinstance(gev_core.EventLoop.run, types.FunctionType)
+    assert not isinstance(gev_core.LoopStats.as_dict, types.FunctionType)
+    assert not isinstance(gev_core.write_shared, types.FunctionType)
     assert not isinstance(gev_ringbuffer.RingBuffer.write, types.FunctionType)
     assert not isinstance(gev_timers.LoopTimers.run_after, types.FunctionType)
     assert not isinstance(gev_protobuf.scan_frames, types.FunctionType)
     assert not isinstance(gev_protobuf.ProtobufProtocol.receive, types.FunctionType)
     assert _fastpath._apply_mask is not None
     assert type(_fastpath._apply_mask).__name__ == "builtin_function_or_method"
+
+
+@pytest.mark.skipif(
+    os.environ.get("GEV_EXPECT_COMPILED") != "1", reason="only meaningful in the compiled build"
+)
+def test_gev_core_compiles_its_hot_modules_and_keeps_the_bases_interpreted() -> None:
+    files: dict[str, str] = _probe({})["gev_core"]["files"]  # type: ignore[assignment]
+
+    def native(module: str) -> bool:
+        return not files[f"gev_core.{module}"].endswith((".py", ".pyc"))
+
+    for module in ("_stats", "_connection", "_loop", "_fanout"):
+        assert native(module), f"gev_core.{module} is not compiled: {files[f'gev_core.{module}']}"
+    # What users and other packages subclass, and the helpers they test with.
+    for module in ("_base", "_protocol", "_handler", "_errors", "testing"):
+        importlib.import_module(f"gev_core.{module}")
+        path = files.get(f"gev_core.{module}") or sys.modules[f"gev_core.{module}"].__file__
+        assert str(path).endswith(".py"), f"gev_core.{module} must stay interpreted: {path}"
 
 
 def _build_wheel(package: str, out: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
