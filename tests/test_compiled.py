@@ -10,6 +10,7 @@ reason.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -100,7 +101,9 @@ def test_base_classes_meant_for_subclassing_stay_interpreted() -> None:
     # compiled in another wheel crashes it (and interpreted subclasses of compiled classes are
     # refused). These modules hold the classes users and other packages subclass.
     interpreted = {
-        "gev-core": ["_protocol.py", "_handler.py", "_errors.py"],
+        # _base.Weakrefable: the interpreted base that gives Connection and EventLoop an
+        # instance dict and weak-reference support; testing: FakeConnection and helpers.
+        "gev-core": ["_protocol.py", "_handler.py", "_errors.py", "_base.py", "testing.py"],
         "gev-ringbuffer": ["_errors.py"],
         "gev-protobuf": ["_errors.py", "_registry.py"],
         "gev-websocket": ["_protocol.py"],
@@ -141,12 +144,17 @@ def test_pure_python_switch_loads_every_module_from_source() -> None:
     os.environ.get("GEV_EXPECT_COMPILED") != "1", reason="only meaningful in the compiled build"
 )
 def test_compiled_build_really_runs_native_code() -> None:
+    import gev_core
     import gev_protobuf
     import gev_ringbuffer
     import gev_timers
     from gev_websocket import WebSocketSession, _fastpath
 
     # A mypyc-compiled method or function is not a Python function object.
+    assert not isinstance(gev_core.Connection.send, types.FunctionType)
+    assert not isinstance(gev_core.EventLoop.run, types.FunctionType)
+    assert not isinstance(gev_core.LoopStats.as_dict, types.FunctionType)
+    assert not isinstance(gev_core.write_shared, types.FunctionType)
     assert not isinstance(gev_ringbuffer.RingBuffer.write, types.FunctionType)
     assert not isinstance(gev_timers.LoopTimers.run_after, types.FunctionType)
     assert not isinstance(gev_protobuf.scan_frames, types.FunctionType)
@@ -154,6 +162,24 @@ def test_compiled_build_really_runs_native_code() -> None:
     assert not isinstance(WebSocketSession.receive, types.FunctionType)
     assert _fastpath._apply_mask is not None
     assert type(_fastpath._apply_mask).__name__ == "builtin_function_or_method"
+
+
+@pytest.mark.skipif(
+    os.environ.get("GEV_EXPECT_COMPILED") != "1", reason="only meaningful in the compiled build"
+)
+def test_gev_core_compiles_its_hot_modules_and_keeps_the_bases_interpreted() -> None:
+    files: dict[str, str] = _probe({})["gev_core"]["files"]  # type: ignore[assignment]
+
+    def native(module: str) -> bool:
+        return not files[f"gev_core.{module}"].endswith((".py", ".pyc"))
+
+    for module in ("_stats", "_connection", "_loop", "_fanout"):
+        assert native(module), f"gev_core.{module} is not compiled: {files[f'gev_core.{module}']}"
+    # What users and other packages subclass, and the helpers they test with.
+    for module in ("_base", "_protocol", "_handler", "_errors", "testing"):
+        importlib.import_module(f"gev_core.{module}")
+        path = files.get(f"gev_core.{module}") or sys.modules[f"gev_core.{module}"].__file__
+        assert str(path).endswith(".py"), f"gev_core.{module} must stay interpreted: {path}"
 
 
 def _build_wheel(package: str, out: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -196,3 +222,129 @@ def test_a_build_that_must_compile_fails_without_a_compiler(tmp_path: Path) -> N
     assert proc.returncode != 0
     assert "GEV_BUILD_REQUIRE_COMPILED is set but no C compiler" in proc.stdout + proc.stderr
     assert not list(tmp_path.glob("*.whl"))
+
+
+# ---------------------------------------------------------------------- the weakref patch
+
+
+def _hook_module() -> types.ModuleType:
+    pytest.importorskip("hatchling")
+    spec = importlib.util.spec_from_file_location(
+        "_gev_hatch_build", ROOT / "packages" / "gev-core" / "hatch_build.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# Shapes of what mypyc 2.4.1 writes for a class with an interpreted base (trimmed).
+_DEALLOC = """
+static void
+_m___C_dealloc(m____m___CObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    CPy_TRASHCAN_BEGIN(self, _m___C_dealloc)
+    CPyDef__m___C_clear((PyObject *)self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+    CPy_TRASHCAN_END(self)
+    done: ;
+}
+"""
+_BEFORE_312 = (
+    _DEALLOC
+    + """
+static PyTypeObject CPyType__m___C_template_ = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "C",
+    .tp_dealloc = (destructor)_m___C_dealloc,
+    .tp_basicsize = sizeof(m____m___CObject) + 2*sizeof(PyObject *),
+    .tp_dictoffset = sizeof(m____m___CObject),
+    .tp_weaklistoffset = sizeof(m____m___CObject) + sizeof(PyObject *),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HEAPTYPE | Py_TPFLAGS_HAVE_GC,
+};
+"""
+)
+_SINCE_312 = (
+    _DEALLOC
+    + """
+static PyTypeObject CPyType__m___C_template_ = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "C",
+    .tp_dealloc = (destructor)_m___C_dealloc,
+    .tp_basicsize = sizeof(m____m___CObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_MANAGED_DICT,
+};
+"""
+)
+
+
+def test_weakref_patch_clears_the_weak_list_before_3_12() -> None:
+    hook = _hook_module()
+    out, names = hook.patch_weakref_dealloc(_BEFORE_312, "2.4.1")
+    assert names == ["_m___C"]
+    untrack, clear, trashcan = out.split("{\n", 1)[1].splitlines()[:3]
+    assert untrack.strip() == "PyObject_GC_UnTrack(self);"
+    assert "if (*(PyObject **)((char *)self + sizeof(m____m___CObject) + sizeof(PyObject *))" in (
+        clear
+    )
+    assert clear.endswith("PyObject_ClearWeakRefs((PyObject *)self);")
+    assert trashcan.strip().startswith("CPy_TRASHCAN_BEGIN")
+    assert "MANAGED_WEAKREF" not in out
+
+
+def test_weakref_patch_manages_the_weak_list_from_3_12() -> None:
+    hook = _hook_module()
+    out, names = hook.patch_weakref_dealloc(_SINCE_312, "2.4.1")
+    assert names == ["_m___C"]
+    assert "Py_TPFLAGS_MANAGED_DICT | Py_TPFLAGS_MANAGED_WEAKREF," in out
+    clear = out.split("PyObject_GC_UnTrack(self);\n", 1)[1].splitlines()[0]
+    assert clear.strip().endswith("*/ PyObject_ClearWeakRefs((PyObject *)self);")
+
+
+def test_weakref_patch_clears_before_mypyc_keeps_an_instance_for_reuse() -> None:
+    # mypyc keeps one freed instance of a compiled lambda's class for the next one.
+    hook = _hook_module()
+    reuse = _BEFORE_312.replace(
+        "    PyObject_GC_UnTrack(self);\n",
+        "    PyObject_GC_UnTrack(self);\n"
+        "    if (_m___C_free_instance == NULL) {\n"
+        "        _m___C_free_instance = self;\n"
+        "        Py_CLEAR(self->___mypyc_env__);\n"
+        "        return;\n"
+        "    }\n",
+    )
+    out, names = hook.patch_weakref_dealloc(reuse, "2.4.1")
+    assert names == ["_m___C"]
+    after_untrack = out.split("PyObject_GC_UnTrack(self);\n", 1)[1].splitlines()
+    assert after_untrack[0].endswith("PyObject_ClearWeakRefs((PyObject *)self);")
+    assert after_untrack[1].strip().startswith("if (_m___C_free_instance == NULL)")
+
+
+def test_weakref_patch_leaves_other_classes_alone() -> None:
+    hook = _hook_module()
+    plain = _SINCE_312.replace(" | Py_TPFLAGS_MANAGED_DICT", "")
+    assert hook.patch_weakref_dealloc(plain, "2.4.1") == (plain, [])
+
+
+@pytest.mark.parametrize(
+    ("source", "mypy_version", "message"),
+    [
+        (_SINCE_312, "2.5.0", "written for mypy 2.4.1"),
+        # Even with nothing recognisable to patch: a new mypyc may write it differently.
+        ("/* no classes */", "2.5.0", "written for mypy 2.4.1"),
+        (
+            _SINCE_312.replace(" | Py_TPFLAGS_MANAGED_DICT,", " | Py_TPFLAGS_MANAGED_DICT\n | 0,"),
+            "2.4.1",
+            "tp_flags not found",
+        ),
+        (_BEFORE_312.replace("    PyObject_GC_UnTrack(self);\n", ""), "2.4.1", "_m___C_dealloc"),
+        (_SINCE_312.replace("CPy_TRASHCAN_BEGIN", "CPy_SOMETHING_ELSE"), "2.4.1", "expected one"),
+    ],
+)
+def test_weakref_patch_fails_loudly_on_code_it_does_not_know(
+    source: str, mypy_version: str, message: str
+) -> None:
+    hook = _hook_module()
+    with pytest.raises(hook.WeakrefPatchError, match=message):
+        hook.patch_weakref_dealloc(source, mypy_version)

@@ -34,6 +34,7 @@ mypyc and setuptools are requested from the build frontend only when compiling (
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -262,12 +263,142 @@ class GevBuildHook(BuildHookInterface):  # type: ignore[type-arg, unused-ignore]
             group_name=f"{package}._native",
             target_dir=str(work / "mypyc"),
         )
+        # mypycify has written the C sources; setuptools compiles them later, patched.
+        from mypy.version import __version__ as mypy_version
+
+        for source in sorted((work / "mypyc").rglob("*.c")):
+            text = source.read_text()
+            patched, classes = patch_weakref_dealloc(text, mypy_version)
+            if classes:
+                source.write_text(patched)
+                self.app.display_info(
+                    f"gev build: weak references cleared on dealloc: {', '.join(classes)}"
+                )
         return exts
 
     def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
         work = getattr(self, "_work", None)
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------- the weakref patch
+#
+# A class compiled by mypyc that derives from an interpreted class (gev-core's Connection and
+# EventLoop derive from the empty ``_base.Weakrefable`` for this) gets an instance dict and
+# weak-reference support, but mypyc 2.4.1 gets the weak references wrong:
+#
+# * before CPython 3.12 the type has a ``__weakref__`` slot (``tp_weaklistoffset``), yet the
+#   generated deallocator never calls ``PyObject_ClearWeakRefs``: a weak reference that outlives
+#   the object (a WeakSet entry, a WeakKeyDictionary key) then points at freed memory, and the
+#   next look at it crashes the process;
+# * from CPython 3.12 on the type uses the managed dict and gets no weak-reference slot at all:
+#   ``weakref.ref(obj)`` raises TypeError.
+#
+# So the build patches the C that mypyc wrote, before compiling it: the deallocator of each such
+# class clears the weak references first (as CPython's own ``subtype_dealloc`` does), and on
+# 3.12+ the type also gets ``Py_TPFLAGS_MANAGED_WEAKREF`` (the interpreter then keeps the list
+# in the object's pre-header, which it already allocates for the managed dict). The patch
+# knows the exact code mypyc 2.4.1 writes; any other mypy version, or a class whose code does
+# not have the expected shape, fails the build instead of shipping a crash.
+
+_PATCHED_FOR_MYPY = "2.4.1"
+_PATCH_MARK = "/* gev build: weak references */"
+
+# ``static PyTypeObject CPyType_<name>_template_ = { ... };`` and the fields we need from it.
+_TEMPLATE_RE = re.compile(
+    r"static PyTypeObject (?P<type>\w+)_template_ = \{\n(?P<body>.*?)\n\s*\};", re.DOTALL
+)
+_DEALLOC_FIELD_RE = re.compile(r"\.tp_dealloc = \(destructor\)(?P<fn>\w+),")
+_WEAKLIST_FIELD_RE = re.compile(r"\.tp_weaklistoffset = (?P<offset>[^,\n]+),")
+_MANAGED_DICT_RE = re.compile(r"\.tp_flags = [^\n]*\bPy_TPFLAGS_MANAGED_DICT\b")
+_FLAGS_FIELD_RE = re.compile(r"(?P<field>\.tp_flags = [^,\n]+),")
+
+
+class WeakrefPatchError(RuntimeError):
+    """mypyc's generated C does not look as the weakref patch expects."""
+
+
+def patch_weakref_dealloc(c_source: str, mypy_version: str) -> tuple[str, list[str]]:
+    """Make the deallocators in ``c_source`` clear weak references; see the comment above.
+
+    Returns the patched source and the type names patched (empty, and the source unchanged, when
+    no class of this file has weak-reference support). Raises :class:`WeakrefPatchError` when
+    ``mypy_version`` is not the one the patch was written for, or a class that needs the patch
+    cannot get it: a silent skip would ship a use-after-free.
+    """
+    # Checked first, whatever the file holds: a newer mypyc may write these classes differently,
+    # and then this function would not even recognise them.
+    if mypy_version != _PATCHED_FOR_MYPY:
+        raise WeakrefPatchError(
+            f"the weakref patch of hatch_build.py is written for mypy {_PATCHED_FOR_MYPY}, the "
+            f"build runs {mypy_version}: check what mypyc now generates for classes with an "
+            "interpreted base (emitclass.py, tp_weaklistoffset, generate_dealloc_for_class) "
+            "and update or drop the patch"
+        )
+    templates = [
+        m
+        for m in _TEMPLATE_RE.finditer(c_source)
+        if _WEAKLIST_FIELD_RE.search(m["body"]) or _MANAGED_DICT_RE.search(m["body"])
+    ]
+    # Traits (typing.Protocol classes) have no deallocator before 3.12: never instantiated.
+    templates = [m for m in templates if _DEALLOC_FIELD_RE.search(m["body"])]
+    if not templates:
+        return c_source, []
+    if _PATCH_MARK in c_source:
+        raise WeakrefPatchError("the C source is already patched")
+    patched = c_source
+    names = []
+    for template in templates:
+        body = template["body"]
+        dealloc = _DEALLOC_FIELD_RE.search(body)
+        assert dealloc is not None
+        weaklist = _WEAKLIST_FIELD_RE.search(body)
+        if weaklist is not None:
+            # Before 3.12: the weak-reference list lives at tp_weaklistoffset.
+            offset = weaklist["offset"].strip()
+            clear = (
+                f"if (*(PyObject **)((char *)self + {offset}) != NULL) "
+                "PyObject_ClearWeakRefs((PyObject *)self);"
+            )
+        else:
+            # 3.12+: the interpreter manages the list once the type says so.
+            new_body, count = _FLAGS_FIELD_RE.subn(r"\g<field> | Py_TPFLAGS_MANAGED_WEAKREF,", body)
+            if count != 1:
+                raise WeakrefPatchError(f"{template['type']}: tp_flags not found")
+            patched = patched.replace(body, new_body, 1)
+            clear = "PyObject_ClearWeakRefs((PyObject *)self);"
+        patched = _insert_after_untrack(patched, dealloc["fn"], f"{_PATCH_MARK} {clear}")
+        names.append(template["type"].removeprefix("CPyType_"))
+    return patched, names
+
+
+def _insert_after_untrack(c_source: str, fn: str, line: str) -> str:
+    """Insert ``line`` in deallocator ``fn`` right after it untracks the object from the GC.
+
+    That is after a ``__del__`` ran (the object can no longer be resurrected) and before any
+    field is cleared or the object is kept for reuse (mypyc's one-instance free list, which it
+    uses for the objects of compiled lambdas), the place CPython's ``subtype_dealloc`` clears
+    weak references.
+    """
+    head = re.compile(
+        rf"\n[ \t]*static void\n[ \t]*{fn}\(\w+ \*self\)\n[ \t]*\{{\n(?P<pre>.*?)"
+        r"(?P<untrack>[ \t]*PyObject_GC_UnTrack\(self\);\n)"
+        r"(?:[ \t]*if \(\w+_free_instance == NULL\) \{\n[^{}]*?return;\n[ \t]*\}\n)?"
+        rf"[ \t]*CPy_TRASHCAN_BEGIN\(self, {fn}\)",
+        re.DOTALL,
+    )
+    found = list(head.finditer(c_source))
+    if len(found) != 1 or "UnTrack" in found[0]["pre"]:
+        raise WeakrefPatchError(
+            f"deallocator {fn}: expected one 'PyObject_GC_UnTrack(self);' followed by "
+            f"'CPy_TRASHCAN_BEGIN(self, {fn})' (or mypyc's free-list reuse, then that), "
+            f"found {len(found)} candidates"
+        )
+    m = found[0]
+    indent = m["untrack"][: len(m["untrack"]) - len(m["untrack"].lstrip())]
+    at = m.end("untrack")
+    return c_source[:at] + indent + line + "\n" + c_source[at:]
 
 
 def _package_of(path: str) -> str:
