@@ -1,6 +1,6 @@
 """Build hook of the gev packages: native code in the wheel where it can be built, pure otherwise.
 
-Every gev package carries an identical copy of this file (``tests/test_packaging.py`` checks
+Every gev package carries an identical copy of this file (``tests/test_compiled.py`` checks
 that they match; ``docs/compiled.md`` explains the design). A package opts in with a table in
 its ``pyproject.toml``::
 
