@@ -17,7 +17,8 @@ independent, so usable on a busy machine.
 
 Run from the repository root with a Python that has picows, uvloop and websockets (``hatch
 run bench:python bench/fanout.py ...`` or the bench environment's interpreter). The servers
-import this tree's packages (packages/*/src on PYTHONPATH).
+import this tree's packages (packages/*/src on PYTHONPATH), or with ``--no-src-path`` what
+``--python``'s environment has installed (the compiled wheels).
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def one_run(args: argparse.Namespace, name: str, subs: int, inflight: int) -> Re
         stdout=log_file,
         stderr=log_file,
         cwd=BENCH / "servers",
-        env=common.server_env(True),
+        env=common.server_env(not args.no_src_path),
     )
     try:
         common.wait_port(port, server, 60)
@@ -218,7 +219,7 @@ def callgrind_run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
              *server_cmd(name, args.python, port)],
             cwd=BENCH / "servers",
-            env=common.server_env(True),
+            env=common.server_env(not args.no_src_path),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -276,6 +277,12 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=1.0)
     ap.add_argument("--baseline", default="picows")
     ap.add_argument("--python", default=sys.executable)
+    ap.add_argument(
+        "--no-src-path",
+        action="store_true",
+        help="run the gev code installed in --python's environment (e.g. built wheels), not"
+        " this tree's packages/*/src",
+    )
     ap.add_argument("--server-cpu", type=common.parse_cpus, default=frozenset({0}))
     ap.add_argument("--client-cpu", type=common.parse_cpus, default=frozenset({1}))
     ap.add_argument("--sched", choices=["fifo", "normal"], default="fifo")
