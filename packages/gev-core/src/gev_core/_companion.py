@@ -127,8 +127,6 @@ class AsyncioCompanion:
         self._max_tasks = max_tasks
         self._name = name
         self._lock = threading.Lock()
-        self._inbox: deque[CoroutineJob] = deque()
-        self._scheduled = False
         self._closed = False
         #: Coroutines accepted and not finished (the bound), under ``_lock``.
         self._count = 0
@@ -211,20 +209,11 @@ class AsyncioCompanion:
 
         :raises RuntimeError: not started, or stopped.
         """
-        with self._lock:
-            if self._closed or self._loop is None:
-                raise RuntimeError("the asyncio companion is not running")
-            if self._count >= self._max_tasks:
-                if waiter is not None and waiter not in self._waiters:
-                    self._waiters.append(waiter)
-                return False
-            self._count += 1
-            self._inbox.append(job)
-            if self._scheduled:
-                return True
-            self._scheduled = True
-            loop = self._loop
-        loop.call_soon_threadsafe(self._drain)
+        # One job at a time, off the per-request path (connections hand theirs over in
+        # batches: reserve + start_batch); the place is taken exactly as for a batch.
+        if not self.reserve(waiter):
+            return False
+        self._post(self._start, job, True)
         return True
 
     def reserve(self, waiter: RoomWaiter | None = None) -> bool:
@@ -362,14 +351,6 @@ class AsyncioCompanion:
             # Closed after a stop that timed out: nothing of ours runs there any more.
             pass
 
-    def _drain(self) -> None:
-        with self._lock:
-            jobs = self._inbox
-            self._inbox = deque()
-            self._scheduled = False
-        for job in jobs:
-            self._start(job, True)
-
     def _start_batch(self, jobs: Sequence[BatchJob]) -> None:
         # One hand-over, many coroutines: the per-job steps of _start written out, and one
         # done callback (_finished) that settles the job and releases its place in batches.
@@ -478,7 +459,8 @@ class AsyncioCompanion:
         self._start(job, False)
 
     def _begin_shutdown(self, deadline: float, result: list[int]) -> None:
-        self._drain()  # what was submitted before stop() still starts (and gets its time)
+        # What was submitted before stop() has started already: its _start calls were posted
+        # to this loop before this one (call_soon_threadsafe keeps the order).
         task = self.loop.create_task(self._shutdown(deadline, result))
         self._tasks[task] = None
 
