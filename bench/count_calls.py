@@ -68,30 +68,10 @@ def _count_by_code(frame, event, arg):  # --top: which functions, too
 
 
 def _gev_handler(work: str, delay: float):
-    import asyncio
+    sys.path.insert(0, os.path.join(HERE, "servers"))
+    import gev_sleep  # the benchmarked server's handler
 
-    from gev_core import Handler
-
-    if work == "thread":
-
-        def sleep_work(frame):
-            time.sleep(delay)
-            return frame
-
-        class ThreadSleep(Handler):
-            def on_message(self, conn, ctx, data):
-                conn.offload(sleep_work, data)
-
-        return ThreadSleep()
-
-    sleep = asyncio.sleep
-
-    class AsyncSleep(Handler):
-        async def on_message(self, conn, ctx, data):
-            await sleep(delay)
-            return data
-
-    return AsyncSleep()
+    return gev_sleep.build(argparse.Namespace(work=work, sleep_ms=delay * 1000))
 
 
 def _serve_gev(work: str, delay: float, loop_kind: str, ready) -> None:
