@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -18,9 +20,14 @@ from conftest import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: More than the proxy's hard cap (max_write_buffer, 8 MiB) per direction: without
-#: backpressure both ways the proxy would buffer past it and drop the connection.
-BIG = 24 * 1024 * 1024
+# How much the kernel buffers along the chain depends on its autotuning (a receive buffer may
+# grow to net.ipv4.tcp_rmem's maximum, 32 MiB on some machines), so the backpressure tests do
+# not send a fixed amount: they send until the chain stalls, which it only does if the proxy
+# stops reading; without backpressure the proxy reads on, buffers past its hard cap
+# (max_write_buffer) and drops the connection, and the test fails on the send or the read.
+#: No stall within this much means nothing pushed back (kernel buffers are bounded by sysctls).
+SEND_LIMIT = 512 * 1024 * 1024
+STALL = 1.0
 
 
 @pytest.fixture
@@ -68,6 +75,47 @@ def _send_all_in_thread(sock: socket.socket, payload: bytes) -> threading.Thread
     return t
 
 
+class _Stream:
+    """A long byte stream sent until the peer stops taking it; its digest checks what comes back."""
+
+    def __init__(self) -> None:
+        self.blocks = [os.urandom(1 << 20) for _ in range(3)]
+        self.sent = 0
+        self.digest = hashlib.sha256()
+
+    def send_until_stalled(self, sock: socket.socket) -> None:
+        """Send until nothing more is taken for :data:`STALL` seconds; fail if it never stalls."""
+        sock.setblocking(False)
+        view = memoryview(b"")
+        i = 0
+        try:
+            while self.sent < SEND_LIMIT:
+                if not view:
+                    block = self.blocks[i % len(self.blocks)]
+                    i += 1
+                    view = memoryview(block)
+                _, writable, _ = select.select([], [sock], [], STALL)
+                if not writable:
+                    return
+                n = sock.send(view)
+                self.digest.update(view[:n])
+                self.sent += n
+                view = view[n:]
+            pytest.fail(f"sent {self.sent} bytes without a stall: nothing pushed back")
+        finally:
+            sock.setblocking(True)
+
+    def read_back(self, sock: socket.socket) -> None:
+        got = hashlib.sha256()
+        left = self.sent
+        while left:
+            chunk = sock.recv(min(left, 1 << 20))
+            assert chunk, f"the proxy closed with {left} bytes still to come"
+            got.update(chunk)
+            left -= len(chunk)
+        assert got.hexdigest() == self.digest.hexdigest()
+
+
 def _read_exactly(sock: socket.socket, n: int) -> bytes:
     got = bytearray()
     while len(got) < n:
@@ -103,33 +151,27 @@ def test_a_client_that_does_not_read_stops_the_upstream(proxy):
     with echo_upstream() as upstream:
         proc, port = proxy(f"127.0.0.1:{upstream.port}")
         rss_before = _rss_kib(proc.pid)
-        payload = os.urandom(BIG)
+        stream = _Stream()
         with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-            sender = _send_all_in_thread(s, payload)
-            time.sleep(2.0)  # the chain fills and stalls
-            assert sender.is_alive(), "the client sent everything: nothing pushed back"
+            stream.send_until_stalled(s)
             stalled_at = upstream.received
             time.sleep(0.5)
             assert upstream.received - stalled_at < 1024 * 1024  # stalled, not crawling on
             grown = _rss_kib(proc.pid) - rss_before
             assert grown < 48 * 1024, f"the proxy grew by {grown} KiB"
-            assert _read_exactly(s, len(payload)) == payload  # nothing lost once it reads
-            sender.join(10)
+            stream.read_back(s)  # nothing lost once it reads
     assert "max_write_buffer" not in _stop(proc)
 
 
 def test_a_slow_upstream_stops_reading_the_client(proxy):
     with echo_upstream(read_paused=True) as upstream:
         proc, port = proxy(f"127.0.0.1:{upstream.port}")
-        payload = os.urandom(BIG)
+        stream = _Stream()
         with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-            sender = _send_all_in_thread(s, payload)
-            time.sleep(2.0)
-            assert sender.is_alive(), "the proxy took everything from the client"
+            stream.send_until_stalled(s)
             upstream.resume()
-            assert _read_exactly(s, len(payload)) == payload
-            sender.join(10)
+            stream.read_back(s)
     assert "max_write_buffer" not in _stop(proc)
 
 
