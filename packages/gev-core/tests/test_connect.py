@@ -270,6 +270,22 @@ def test_a_stop_fails_the_attempts_in_progress() -> None:
     wait_for(lambda: open_fds() <= before)
 
 
+def test_a_stop_before_start_fails_the_attempts_made_meanwhile() -> None:
+    # connect() may be called before start(); a server stopped without ever starting must
+    # still answer those futures instead of leaving their callers waiting forever.
+    before = open_fds()
+    client = Client()
+    with unresponsive_address() as address:
+        futures = [client.connect(address) for _ in range(3)]
+        client.stop()
+        for future in futures:
+            with pytest.raises(ConnectError, match="stopping"):
+                future.result(DEADLINE)
+        with pytest.raises(ConnectError, match="stopped"):
+            client.connect(address).result(DEADLINE)
+    wait_for(lambda: open_fds() <= before)
+
+
 def test_client_lifecycle() -> None:
     client = Client(protocol="line", num_loops=2)
     assert "Client" in repr(client)

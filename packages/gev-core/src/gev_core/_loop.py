@@ -326,6 +326,9 @@ class EventLoop(Weakrefable):
             server_hostname=server_hostname,
             timeout=timeout,
         )
+        # Known to the loop from now on, not only once started: a loop closed before it ever
+        # ran (a server stopped without start) must still fail the attempt and tell its caller.
+        self._attempts.add(attempt)
         self.call_soon_threadsafe(attempt._start)
         return attempt
 

@@ -607,7 +607,8 @@ class Server:
         with a callback.
         Cancelling the future before it is done abandons the attempt (no handler callback
         runs). Failures are the future's exception, and nothing is logged for them. May be
-        called before :meth:`start`: the attempt begins when the loop runs.
+        called before :meth:`start`: the attempt begins when the loop runs (a :meth:`stop`
+        before :meth:`start` fails it with :class:`~gev_core.ConnectError`).
 
         :param address: ``"host:port"``, ``"[v6]:port"``, ``(host, port)``, ``"unix:/path"``
             or (Linux) ``"unix:@name"``. A host name is resolved off the loop, in a small
@@ -652,6 +653,10 @@ class Server:
             timeout=timeout,
         )
         future.add_done_callback(lambda f: attempt.cancel() if f.cancelled() else None)
+        if self._stopped.is_set() and not self._started.is_set():
+            # stop() of a server that never started closed its loops while this call was
+            # between the check above and the loop's registration: nothing will run the attempt.
+            attempt._abandon()
         return future
 
     def wait_started(self, timeout: float | None = None) -> bool:
