@@ -13,7 +13,9 @@ throughput scenario.
 
 --callgrind: user-space instructions per delivery, counted by valgrind's callgrind over a
 short and a long run (the difference cancels start-up and the subscribers' handshakes); load
-independent, so usable on a busy machine.
+independent, so usable on a busy machine. With --window, one run instead, counted only between
+the client's window markers (after --warmup, for --duration): steadier, as no handshake or
+garbage collection of the set-up falls into the difference.
 
 Run from the repository root with a Python that has picows, uvloop and websockets (``hatch
 run bench:python bench/fanout.py ...`` or the bench environment's interpreter). The servers
@@ -250,11 +252,73 @@ def callgrind_run(
         return int(m.group(1)), deliveries
 
 
+def callgrind_window(
+    args: argparse.Namespace, name: str, subs: int, inflight: int
+) -> tuple[int, int]:
+    """(instructions, deliveries) of the client's measuring window alone, under callgrind.
+
+    The counters are zeroed at the client's window-start marker and dumped at window-end
+    (``callgrind_control``), so neither the handshakes nor start-up nor exit are counted.
+    """
+    port = common.free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "cg.out"
+        server = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+             *server_cmd(name, args.python, port)],
+            cwd=BENCH / "servers",
+            env=common.server_env(not args.no_src_path),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            common.wait_port(port, server, 180)
+            client = subprocess.Popen(
+                client_cmd(args, port, subs, inflight), stdout=subprocess.PIPE, text=True
+            )
+            result = {}
+            assert client.stdout is not None
+            for line in client.stdout:
+                line = line.strip()
+                if line == "window-start":
+                    subprocess.run(["callgrind_control", "-z", str(server.pid)], check=True,
+                                   capture_output=True)  # fmt: skip
+                elif line == "window-end":
+                    subprocess.run(["callgrind_control", "-d", str(server.pid)], check=True,
+                                   capture_output=True)  # fmt: skip
+                elif line.startswith("{"):
+                    result = json.loads(line)
+            client.wait()
+            if client.returncode != 0 or not result or result.get("errors", 1):
+                raise SystemExit(f"{name}: client failed: {result}")
+        finally:
+            os.killpg(server.pid, signal.SIGINT)
+            try:
+                server.wait(300)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
+        text = Path(f"{out}.1").read_text(errors="replace")
+        m = re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M)
+        if not m:
+            raise SystemExit(f"no callgrind totals for {name}")
+        return int(m.group(1)), int(result["deliveries"])
+
+
 def callgrind(args: argparse.Namespace) -> None:
     rows = []
     for subs in args.subs:
         for inflight in args.inflight:
             for name in args.servers:
+                if args.window:
+                    ir, n = callgrind_window(args, name, subs, inflight)
+                    print(
+                        f"{name:12s} subs={subs:<6d} inflight={inflight:<4d} {ir / max(1, n):9.0f}"
+                        f" instructions/delivery  ({n} deliveries in the window)",
+                        flush=True,
+                    )
+                    continue
                 ir1, d1 = callgrind_run(args, name, subs, inflight, args.short)
                 ir2, d2 = callgrind_run(args, name, subs, inflight, args.long)
                 per = (ir2 - ir1) / max(1, d2 - d1)
@@ -291,6 +355,12 @@ def main() -> None:
     ap.add_argument("--callgrind", action="store_true", help="instructions per delivery")
     ap.add_argument("--short", type=float, default=2.0, help="--callgrind: short run, s")
     ap.add_argument("--long", type=float, default=6.0, help="--callgrind: long run, s")
+    ap.add_argument(
+        "--window",
+        action="store_true",
+        help="--callgrind: count only the client's window (--warmup, then --duration), zeroing"
+        " and dumping the counters with callgrind_control, instead of two server lifetimes",
+    )
     args = ap.parse_args()
     args.servers = [s for s in args.servers.split(",") if s]
     unknown = [s for s in args.servers if s not in SERVERS]

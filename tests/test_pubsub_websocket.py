@@ -223,3 +223,76 @@ def test_publish_from_a_timer(hub: PubSub) -> None:
             finally:
                 timer.cancel()
         assert ticks == list(range(ticks[0], ticks[0] + 10))
+
+
+def raw_plain_client(port: int) -> socket.socket:
+    sock = connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert b" 101 " in head, head
+    return sock
+
+
+def client_frame(opcode: int, payload: bytes) -> bytes:
+    # Masked, as a client must; with a zero key the payload goes as it is.
+    return bytes((0x80 | opcode, 0x80 | len(payload))) + b"\0\0\0\0" + payload
+
+
+@pytest.mark.parametrize("closer", ["server", "client"])
+def test_no_data_frame_follows_a_close_frame(hub: PubSub, closer: str) -> None:
+    """Publishing goes on while a subscriber closes: its close frame is the last frame it gets
+    (the protocol pins its shared packer at the handshake and must unpin it before that)."""
+
+    class Closing(WebSocketHandler):
+        def on_open(self, conn: Connection) -> None:
+            hub.subscribe(conn, "ticks")
+
+        def on_message(self, conn: Connection, data: str | bytes) -> None:
+            gev_websocket.close(conn, 1000, "bye")
+
+    stop = threading.Event()
+
+    def ticker() -> None:
+        i = 0
+        while not stop.is_set():
+            hub.publish("ticks", f"tick {i}")
+            i += 1
+            time.sleep(0.0005)
+
+    protocol = WebSocketProtocol(Upgrader(compression=False))
+    with serve(Closing(), protocol=protocol) as server:
+        thread = threading.Thread(target=ticker)
+        thread.start()
+        try:
+            for _ in range(3):
+                sock = raw_plain_client(server.port)
+                for _ in range(5):
+                    assert read_frame(sock)[0] == 0x81  # ticks
+                if closer == "server":
+                    sock.sendall(client_frame(0x1, b"bye"))
+                else:
+                    sock.sendall(client_frame(0x8, struct.pack(">H", 1000)))
+                while True:
+                    b0, payload = read_frame(sock)
+                    if b0 == 0x88:
+                        break
+                    assert b0 == 0x81  # ticks published before the close
+                if closer == "server":
+                    sock.sendall(client_frame(0x8, payload[:2]))
+                sock.settimeout(10)
+                rest = b""
+                while chunk := sock.recv(65536):
+                    rest += chunk
+                assert rest == b"", rest[:40]  # nothing between the close frame and our EOF
+                sock.close()
+        finally:
+            stop.set()
+            thread.join()

@@ -43,6 +43,7 @@ def test_plain_sessions_share_build_message() -> None:
     session, client, conn = connected(protocol, deflate=False)
     packer = protocol.shared_packer(conn)  # type: ignore[arg-type]
     assert packer is build_message
+    assert conn.pinned_packer is build_message  # pinned once the handshake completed
     for message in ("héllo", b"\x00\x01", "x" * 70000):
         assert packer(message) == session.send(message)
     assert decode(client, [packer("a"), packer(b"b")]) == ["a", b"b"]
@@ -53,6 +54,7 @@ def test_nothing_is_shared_before_the_handshake_or_after_a_close() -> None:
     conn = FakeConnection(protocol=protocol)
     protocol.connection_made(conn)  # type: ignore[arg-type]
     assert protocol.shared_packer(conn) is None  # type: ignore[arg-type]
+    assert conn.pinned_packer is None
     assert protocol.pack(conn, "early") == b""  # type: ignore[arg-type]
     session, _, conn = connected(protocol, deflate=False)
     session.close(1000)
@@ -91,6 +93,7 @@ def test_no_context_takeover_sessions_share_one_compressed_frame() -> None:
     packer = protocol.shared_packer(conn)  # type: ignore[arg-type]
     assert packer is not None and packer is not build_message
     assert protocol.shared_packer(other_conn) is packer  # type: ignore[arg-type]
+    assert conn.pinned_packer is packer and other_conn.pinned_packer is packer
     big = "compressible " * 100
     frame = packer(big)
     assert frame[0] == 0xC1 and len(frame) < len(big) // 4
@@ -112,3 +115,4 @@ def test_a_subclass_that_frames_per_connection_shares_nothing() -> None:
     protocol = Counting(Upgrader(handshake_timeout=None))
     _, _, conn = connected(protocol, deflate=False)
     assert protocol.shared_packer(conn) is None
+    assert conn.pinned_packer is None  # what the subclass answers is what gets pinned

@@ -75,7 +75,8 @@ import logging
 import os
 import socket
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
 from typing import Protocol as _TypingProtocol
 
 from gev_ringbuffer import RingBuffer
@@ -116,8 +117,16 @@ READ_BUFFER_SIZE = 64 * 1024
 
 # Connection states. CLOSING: no more reads or new writes; pending output drains. LINGERING: our
 # FIN is sent; input is read and discarded until the peer's FIN (or the linger timeout), then the
-# fd closes.
-OPEN, CLOSING, LINGERING, CLOSED = 0, 1, 2, 3
+# fd closes. Final: compiled code (this module and its importers) compares with the literal
+# instead of looking the name up in the module's dict at every use.
+OPEN: Final = 0
+CLOSING: Final = 1
+LINGERING: Final = 2
+CLOSED: Final = 3
+
+# Held where compiled code reaches it without a module attribute lookup per write (fan-out
+# writes once per subscriber).
+_os_write: Final = os.write
 
 # Read strategies (Connection._reader); see the module docstring.
 READ_MESSAGES = 0
@@ -214,6 +223,7 @@ class Connection(Weakrefable):
         "_eof",
         "_established",
         "_fd",
+        "_fd_obj",
         "_held",
         "_in",
         "_jobs",
@@ -233,6 +243,7 @@ class Connection(Weakrefable):
         "_read_paused",
         "_reader",
         "_reason",
+        "_shared",
         "_shut",
         "_stage_in",
         "_stage_timer",
@@ -256,6 +267,9 @@ class Connection(Weakrefable):
         protocol: Protocol,
     ) -> None:
         self._fd = fd
+        # The same number as a Python int, made once: compiled code passing ``_fd`` to
+        # os.write would box it, allocating an int per write for every fd above 256.
+        self._fd_obj: Any = fd
         self._addr: Any = addr
         #: The socket's own peer once a preamble replaced ``_addr`` (``set_peer_address``).
         self._proxy_addr: Any = None
@@ -293,6 +307,9 @@ class Connection(Weakrefable):
         self._stage_timer: TimerHandle | None = None
         self._tls: TLSLayer | None = None
         self._protocol = protocol
+        #: The protocol's shared packer for this connection, pinned by the protocol
+        #: (``pin_shared_packer``); None: fan-out asks ``Protocol.shared_packer``.
+        self._shared: Callable[[Any], bytes] | None = None
         #: How the protocol is read when nothing else is in the way (READ_MESSAGES,
         #: READ_FRAMES, READ_BUFFERED or READ_MESSAGES_OWN), decided when the protocol is set.
         self._kind = _reader_for(protocol, handler is loop._handler)
@@ -329,8 +346,23 @@ class Connection(Weakrefable):
     @protocol.setter
     def protocol(self, protocol: Protocol) -> None:
         self._protocol = protocol
+        self._shared = None  # the previous protocol's answer
         self._kind = _reader_for(protocol, self.handler is self._loop._handler)
         self._refresh()
+
+    def pin_shared_packer(self, packer: Callable[[Any], bytes] | None) -> None:
+        """For protocols: fan-out frames for this connection with ``packer`` without asking.
+
+        Fan-out (:func:`~gev_core.write_shared`) asks every connection's
+        :meth:`Protocol.shared_packer <gev_core.Protocol.shared_packer>` once per batch: a
+        Python call per subscriber per batch. A protocol whose answer stays the same for a
+        while (a WebSocket session from its opening handshake to its close) can give the
+        answer once here instead; fan-out then uses it as if ``shared_packer`` had returned it.
+        The protocol must pin ``None`` (ask ``shared_packer`` again) *before* anything that
+        would change that answer, e.g. before it frames a close. Closing connections are
+        skipped either way, and setting :attr:`protocol` unpins. Call it on the loop thread.
+        """
+        self._shared = packer
 
     @property
     def connected(self) -> bool:
@@ -1309,7 +1341,7 @@ class Connection(Weakrefable):
             self._buffer(data, 0)
             return
         try:
-            n = os.write(self._fd, data)
+            n = _os_write(self._fd_obj, data)
         except (BlockingIOError, InterruptedError):
             n = 0
         except OSError as exc:

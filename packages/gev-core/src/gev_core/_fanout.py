@@ -4,8 +4,9 @@ Fan-out (gev-pubsub) writes the same bytes to thousands of connections per messa
 ``conn.write`` per connection, the interpreter work of the public path (thread check, state
 checks, two calls) costs as much as the rest. :func:`write_shared` is that loop written once,
 inside the core, with the connection internals at hand: per connection one call of its
-protocol's ``shared_packer`` and its send helper (``Connection._send``: one ``write(2)``, or
-the output buffer behind pending output; encrypted first on a TLS connection).
+protocol's ``shared_packer`` (none when the protocol pinned its answer on the connection) and
+its send helper (``Connection._send``: one ``write(2)``, or the output buffer behind pending
+output; encrypted first on a TLS connection).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def write_shared(
     """Write to each connection the bytes its protocol shares with the others.
 
     For every open connection of ``conns`` the protocol's
-    :meth:`~gev_core.Protocol.shared_packer` is asked; ``frame(packer)`` is called once per
+    :meth:`~gev_core.Protocol.shared_packer` is asked (unless the protocol pinned its answer
+    with :meth:`~gev_core.Connection.pin_shared_packer`); ``frame(packer)`` is called once per
     distinct packer and its bytes written to every connection that answered with it (behind
     any output already pending, with the usual backpressure and ``max_write_buffer`` rules;
     encrypted for each TLS connection).
@@ -50,10 +52,18 @@ def write_shared(
     slow: list[Connection] = []
     unshared: list[Connection] = []
     frames: dict[Packer, bytes] = {}
+    # The packer of the previous connection and its bytes: subscribers mostly share one
+    # packer, so most connections need no dict lookup.
+    last: Packer | None = None
+    data = b""
+    empty = True
     written = 0
     loop = None
     counting = False
-    for c in conns:
+    # The same object when conns is a tuple already; compiled, a tuple is indexed, not iterated
+    # through the iterator protocol.
+    items: tuple[Connection, ...] = tuple(conns)
+    for c in items:
         if loop is not c._loop:
             loop = c._loop
             if not loop.in_loop_thread() or loop._dispatching:
@@ -67,14 +77,21 @@ def write_shared(
         if out is not None and len(out) > limit:
             slow.append(c)
             continue
-        packer = c._protocol.shared_packer(c)
+        # Pinned by the protocol (Connection.pin_shared_packer): no Python call per connection.
+        packer = c._shared
         if packer is None:
-            unshared.append(c)
-            continue
-        data = frames.get(packer)
-        if data is None:
-            data = frames[packer] = frame(packer)
-        if not data:
+            packer = c._protocol.shared_packer(c)
+            if packer is None:
+                unshared.append(c)
+                continue
+        if packer is not last:
+            found = frames.get(packer)
+            if found is None:
+                found = frames[packer] = frame(packer)
+            last = packer
+            data = found
+            empty = len(found) == 0
+        if empty:
             continue
         written += 1
         # The connection's one send helper: written now or buffered, encrypted under TLS.

@@ -110,7 +110,11 @@ class Protocol:
 
         Called on the connection's loop thread, once per connection per fan-out batch: keep it
         cheap, and return a function built once (not a new closure per call). The built-in
-        framers return one unless a subclass overrides their ``pack``.
+        framers return one unless a subclass overrides their ``pack``. A protocol whose answer
+        holds for a stretch of the connection's life can pin it instead
+        (:meth:`Connection.pin_shared_packer <gev_core.Connection.pin_shared_packer>`), and is
+        then not asked until it unpins: the WebSocket protocol pins from the opening handshake
+        to the close frame.
         """
         return None
 

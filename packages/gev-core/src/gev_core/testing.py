@@ -478,7 +478,8 @@ class FakeConnection:
 
     ``written`` collects raw writes, ``closed`` tells whether ``close``/``abort`` was called
     (and ``close_reason`` with which reason); ``messages_in``/``messages_out`` add up what the
-    protocol reported with ``count_messages``.
+    protocol reported with ``count_messages``; ``pinned_packer`` is what the protocol last gave
+    ``pin_shared_packer``.
     """
 
     def __init__(self, handler: Any = None, protocol: Protocol | None = None) -> None:
@@ -491,6 +492,7 @@ class FakeConnection:
         self.close_reason: str | None = None
         self.messages_in = 0
         self.messages_out = 0
+        self.pinned_packer: Any = None
         self._kv: dict[str, Any] = {}
 
     @property
@@ -519,6 +521,9 @@ class FakeConnection:
     def count_messages(self, received: int, sent: int = 0) -> None:
         self.messages_in += received
         self.messages_out += sent
+
+    def pin_shared_packer(self, packer: Any) -> None:
+        self.pinned_packer = packer
 
     def set(self, key: str, value: Any) -> None:
         self._kv[key] = value

@@ -376,6 +376,7 @@ class _LoopFanout:
         "loop",
         "pending",
         "scheduled",
+        "snapshots",
         "subs",
         "topics_of",
         "writes",
@@ -389,6 +390,11 @@ class _LoopFanout:
         self.scheduled = False
         #: topic -> its subscribers on this loop, in subscription order (a dict as ordered set)
         self.subs: dict[str, dict[Connection, None]] = {}
+        #: topic -> its subscribers as a tuple, made on the first delivery after a change: a
+        #: delivery iterates a snapshot (a write that fails closes its connection, whose hook
+        #: edits ``subs``), and copying 10,000 subscribers per published message would cost
+        #: a share of every delivery.
+        self.snapshots: dict[str, tuple[Connection, ...]] = {}
         #: connection -> its topics
         self.topics_of: dict[Connection, set[str]] = {}
         self.delivered = 0
@@ -425,7 +431,9 @@ class _LoopFanout:
         subs = self.subs.get(topic)
         if subs is None:
             subs = self.subs[topic] = {}
-        subs[conn] = None
+        if conn not in subs:
+            subs[conn] = None
+            self.snapshots.pop(topic, None)
 
     def remove(self, conn: Connection, topic: str) -> None:
         topics = self.topics_of.get(conn)
@@ -449,8 +457,9 @@ class _LoopFanout:
 
     def _remove_sub(self, conn: Connection, topic: str) -> None:
         subs = self.subs.get(topic)
-        if subs is not None:
-            subs.pop(conn, None)
+        if subs is not None and conn in subs:
+            del subs[conn]
+            self.snapshots.pop(topic, None)
             if not subs:
                 del self.subs[topic]
 
@@ -489,10 +498,13 @@ class _LoopFanout:
     def _deliver(self, msgs: list[_Message]) -> None:
         topic = msgs[0].topic
         if len(msgs) == 1 or all(m.topic == topic for m in msgs):
-            subs = self.subs.get(topic)
-            if subs:
-                # A snapshot: a write that fails closes its connection, whose hook edits subs.
-                self._send(topic, tuple(subs), msgs)
+            snapshot = self.snapshots.get(topic)
+            if snapshot is None:
+                subs = self.subs.get(topic)
+                if not subs:
+                    return
+                snapshot = self.snapshots[topic] = tuple(subs)
+            self._send(topic, snapshot, msgs)
             return
         by_topic: dict[str, list[_Message]] = {}
         for m in msgs:

@@ -378,6 +378,9 @@ class WebSocketProtocol(Protocol):
         session = conn.state
         if isinstance(session, _Session):
             session.set_timer(None)  # the handshake completed in time
+        # Fan-out's answer holds from now until a close frame (_start_close, _linger unpin
+        # it): pinned, it costs no call per subscriber per published batch.
+        conn.pin_shared_packer(self.shared_packer(conn))
         on_open = self._wire(conn.handler)[1]
         if on_open is not None:
             on_open(conn)
@@ -401,6 +404,7 @@ class WebSocketProtocol(Protocol):
             closed = session.receive(data, out)
         except Exception:
             logger.exception("closing %r with 1011: the WebSocket handler failed", conn)
+            conn.pin_shared_packer(None)
             frame = session.close(1011, "internal error")
             if frame:
                 out.append(frame)
@@ -474,6 +478,7 @@ class WebSocketProtocol(Protocol):
     # -- closing -------------------------------------------------------------------------
 
     def _linger(self, conn: Connection, session: _Session) -> None:
+        conn.pin_shared_packer(None)  # a close frame is out (or the session failed)
         if session.lingering:
             return
         session.lingering = True
@@ -487,6 +492,8 @@ class WebSocketProtocol(Protocol):
 
     def _start_close(self, conn: Connection, session: _Session, code: int, reason: str) -> bytes:
         # The close frame to send (b"" if there is none), with the close timeout started.
+        # No data frame may follow it: fan-out asks shared_packer again, which says None.
+        conn.pin_shared_packer(None)
         if conn.closing or session.lingering:
             return b""
         if session.state is _CONNECTING:
