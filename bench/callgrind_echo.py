@@ -7,12 +7,16 @@
     python bench/callgrind_echo.py --tls --servers asyncio,uvloop          # TLS 1.3 echo
     python bench/callgrind_echo.py --mode pbframe --conns 200 \
         --servers gev-sleep-async,uvloop-sleep-async --baseline uvloop-sleep-async
+    python bench/callgrind_echo.py --servers gev-proxy,uvloop-proxy --baseline uvloop-proxy
 
 Wall-clock numbers on a shared 2-core machine swing by +-30 %; instruction counts do not. Each
 server runs under ``valgrind --tool=callgrind`` twice, driven by bench's native loadgen for a
 short and a long window; instructions per message = (Ir_long - Ir_short) / (msgs_long -
 msgs_short), which cancels interpreter start-up and shutdown. Counts user-space instructions of
-the server process only (the kernel's share is not included).
+the server process only (the kernel's share is not included). The proxies (``*-proxy``) forward
+to bench's C echo (``c_echo``), started for each run as a separate process outside valgrind, as
+run.py's proxy scenarios do: only the proxy's instructions are counted, per proxied message
+(request in, upstream, reply back out).
 """
 
 from __future__ import annotations
@@ -92,6 +96,33 @@ SERVERS = {
         "--port",
         "{port}",
     ],
+    # TCP reverse proxies in front of bench's C echo ({upstream}: its port, started per run).
+    "gev-proxy": [
+        "{python}",
+        str(ROOT / "examples" / "proxy.py"),
+        "--listen",
+        "127.0.0.1:{port}",
+        "--upstream",
+        "127.0.0.1:{upstream}",
+    ],
+    "uvloop-proxy": [
+        "{python}",
+        str(BENCH / "servers" / "asyncio_proxy.py"),
+        "--loop",
+        "uvloop",
+        "--port",
+        "{port}",
+        "--upstream",
+        "127.0.0.1:{upstream}",
+    ],
+    "asyncio-proxy": [
+        "{python}",
+        str(BENCH / "servers" / "asyncio_proxy.py"),
+        "--port",
+        "{port}",
+        "--upstream",
+        "127.0.0.1:{upstream}",
+    ],
 }
 
 
@@ -118,8 +149,26 @@ def one_run(
     src_path: bool,
     tls: bool = False,
 ) -> tuple[int, int]:
+    loadgen = build_loadgen(tls)  # and c_echo
     port = free_port()
-    cmd = [a.format(python=python, port=port) for a in SERVERS[name]]
+    upstream = None
+    if any("{upstream}" in a for a in SERVERS[name]):
+        # The proxied-to echo: native, not under valgrind, so none of its work is counted.
+        up_port = free_port()
+        upstream = subprocess.Popen(
+            [str(BENCH / ".build" / "c_echo"), "--port", str(up_port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", up_port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+    else:
+        up_port = 0
+    cmd = [a.format(python=python, port=port, upstream=up_port) for a in SERVERS[name]]
     tls_args = ["--tls", "--tls-ca", str(CERTFILE)] if tls else []
     if tls:  # every TCP echo server of the table takes these (gev's: examples/echo.py)
         cmd += ["--certfile", str(CERTFILE), "--keyfile", str(KEYFILE)]
@@ -153,7 +202,7 @@ def one_run(
                     time.sleep(0.2)
             lg = subprocess.run(
                 [
-                    str(build_loadgen(tls)),
+                    str(loadgen),
                     *tls_args,
                     "--port",
                     str(port),
@@ -180,10 +229,19 @@ def one_run(
         finally:
             server.send_signal(signal.SIGINT)
             try:
-                server.wait(120)
+                server.wait(60)
             except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+                # Not shutting down (the asyncio proxy can wait forever for a connection):
+                # SIGTERM's default action ends it, and valgrind still writes its counts.
+                server.send_signal(signal.SIGTERM)
+                try:
+                    server.wait(120)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+                    server.wait()
+            if upstream is not None:
+                upstream.kill()
+                upstream.wait()
         text = out.read_text(errors="replace")
         m = re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M)
         if not m:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import socket
+import struct
 import threading
 import time
 
@@ -69,6 +71,126 @@ def test_reply_leaves_before_send_inside_on_message():
     with serve(H()) as server, connect(server) as sock:
         sock.sendall(b"x")
         assert recv_exactly(sock, 13) == b"[reply][sent]"
+
+
+class Relay(Handler):
+    """The second connection's messages are written to the first (a proxy's hop, which goes out
+    at once mid-batch); the first answers its own with a reply and a write. Both logged in the
+    order they happen on the loop thread."""
+
+    def __init__(self, forward):
+        self.conns = []
+        self.log = []
+        self.lock = threading.Lock()
+        self.forward = forward
+
+    def on_connect(self, conn):
+        self.conns.append(conn)
+
+    def on_message(self, conn, ctx, data):
+        sink = self.conns[0]
+        with self.lock:
+            self.log.append((conn is sink, data))
+        if conn is sink:
+            conn.write(b"{" + data + b"}")  # after the reply
+            return b"(" + data + b")"
+        self.forward(sink, data)
+        return None
+
+    def received(self, by_sink):
+        with self.lock:
+            return sum(len(d) for own, d in self.log if own == by_sink)
+
+
+def test_writes_to_another_connection_keep_call_order_with_its_replies():
+    # A write from one connection's on_message to another goes out at once mid-batch: it
+    # must take its place by call order among that connection's replies (a reply leaves
+    # before the writes made in the on_message that returned it).
+    relay = Relay(lambda sink, data: sink.write(b"<" + data + b">"))
+    with serve(relay) as server, connect(server) as sink:
+        assert wait_for(lambda: len(relay.conns) == 1)
+        with connect(server) as source:
+            assert wait_for(lambda: len(relay.conns) == 2)
+            sent = 0
+            for i in range(400):
+                a, b = b"a%04d" % i, b"b%04d" % i
+                source.sendall(a)
+                sink.sendall(b)
+                sent += len(a)
+            assert wait_for(lambda: relay.received(True) == sent and relay.received(False) == sent)
+            with relay.lock:
+                log = list(relay.log)
+            expected = b"".join(
+                b"(" + d + b"){" + d + b"}" if own else b"<" + d + b">" for own, d in log
+            )
+            assert recv_exactly(sink, len(expected)) == expected
+
+
+def test_a_write_to_another_connection_stays_behind_what_waits_for_it():
+    # A send mid-batch is deferred (pack runs at the end of the batch): a write to the same
+    # connection made after it must not overtake it.
+    def forward(sink, data):
+        sink.send(b"[s" + data + b"]")
+        sink.write(b"[w" + data + b"]")
+
+    relay = Relay(forward)
+    with serve(relay) as server, connect(server) as sink:
+        assert wait_for(lambda: len(relay.conns) == 1)
+        with connect(server) as source:
+            assert wait_for(lambda: len(relay.conns) == 2)
+            sent = 0
+            for i in range(200):
+                a = b"a%04d" % i
+                source.sendall(a)
+                sent += len(a)
+            assert wait_for(lambda: relay.received(False) == sent)
+            with relay.lock:
+                log = list(relay.log)
+            expected = b"".join(b"[s" + d + b"][w" + d + b"]" for _, d in log)
+            assert recv_exactly(sink, len(expected)) == expected
+
+
+def test_a_failed_write_to_another_connection_closes_it_after_the_handler():
+    # A write that goes out at once and fails (the peer reset) must not run that
+    # connection's on_close inside the handler that wrote: it closes after the batch.
+    class H(Handler):
+        def __init__(self):
+            self.conns = []
+            self.inside = False
+            self.nested = []
+            self.closed = threading.Event()
+
+        def on_connect(self, conn):
+            self.conns.append(conn)
+
+        def on_message(self, conn, ctx, data):
+            sink = self.conns[0]
+            if conn is not sink and sink.connected:
+                self.inside = True
+                try:
+                    sink.write(data)
+                finally:
+                    self.inside = False
+            return None
+
+        def on_close(self, conn):
+            if conn is self.conns[0]:
+                self.nested.append(self.inside)
+                self.closed.set()
+
+    h = H()
+    with serve(h) as server:
+        sink = connect(server)
+        assert wait_for(lambda: len(h.conns) == 1)
+        with connect(server) as source:
+            assert wait_for(lambda: len(h.conns) == 2)
+            sink.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            source.sendall(b"x" * 100)
+            sink.close()  # RST, with our bytes unread
+            while not h.closed.is_set():
+                source.sendall(b"y" * 100)
+                time.sleep(0.001)
+    assert h.nested == [False]
 
 
 def test_send_from_other_threads_is_delivered_in_order_per_thread():

@@ -28,8 +28,9 @@ by :meth:`Connection._refresh`, and stored as a small int in ``_reader``. The lo
     for its turn (``continue_later``), closing.
 ``READ_MESSAGES_OWN``
     ``READ_MESSAGES`` for a connection whose handler is not its loop's (an outbound connection
-    given a handler of its own): the same steps, called (``_read_messages``) rather than written
-    out in the loop's body, which calls the loop's handler.
+    given a handler of its own): the same steps, written out in the loop's body too, which
+    calls the connection's handler instead of the loop's (a proxy's upstream side reads every
+    reply this way).
 
 Every byte the connection sends goes through one helper, :meth:`Connection._send` (plaintext:
 a protocol's frames, replies, ``write``, fan-out), which hands it to :meth:`Connection._transmit`
@@ -43,6 +44,12 @@ Rules of this file:
   thread: off the loop they are queued to it (one wake-up per batch); on the loop, while the loop is
   dispatching a batch of I/O events, they are deferred to the end of that batch, which is what makes
   a reply returned from ``on_message`` leave before anything ``send`` was asked to send inside it.
+  One exception: ``write`` to a connection other than the one being handled (the loop's
+  ``_handling``), plaintext with nothing buffered, goes out at once while nothing is deferred --
+  no reply of that connection's is in the making, and no earlier operation waits to go before
+  it -- so a proxy forwarding between two connections pays no deferral per message
+  (``_write_through``; a failed write still closes that connection after the batch, never
+  inside the handler that wrote).
   ``send`` queues the object itself: the protocol's ``pack`` runs on the loop thread, in order, so
   a protocol with per-connection state (a compressor, sequence numbers) needs no lock.
 * Every call into the handler's or a plugin's code is isolated in its own ``try`` and ends the
@@ -113,31 +120,35 @@ logger = logging.getLogger("gev")
 #: most this many bytes into a new ``bytes`` object. 64 KiB keeps that allocation below
 #: glibc's mmap threshold (128 KiB): a larger one would cost an ``mmap``/``munmap`` pair per
 #: read, whatever the message size.
-READ_BUFFER_SIZE = 64 * 1024
+READ_BUFFER_SIZE: Final = 64 * 1024
 
 # Connection states. CLOSING: no more reads or new writes; pending output drains. LINGERING: our
 # FIN is sent; input is read and discarded until the peer's FIN (or the linger timeout), then the
-# fd closes. Final: compiled code (this module and its importers) compares with the literal
-# instead of looking the name up in the module's dict at every use.
+# fd closes. Final, as the read strategies below: compiled code (this module and its importers)
+# compares with the literal instead of looking the name up in the module's dict at every use.
 OPEN: Final = 0
 CLOSING: Final = 1
 LINGERING: Final = 2
 CLOSED: Final = 3
 
-# Held where compiled code reaches it without a module attribute lookup per write (fan-out
-# writes once per subscriber).
-_os_write: Final = os.write
-
 # Read strategies (Connection._reader); see the module docstring.
-READ_MESSAGES = 0
-READ_FRAMES = 1
-READ_BUFFERED = 2
-READ_STAGED = 3
-READ_DISCARD = 4
-READ_NONE = 5
-READ_MESSAGES_OWN = 6
+READ_MESSAGES: Final = 0
+READ_FRAMES: Final = 1
+READ_BUFFERED: Final = 2
+READ_STAGED: Final = 3
+READ_DISCARD: Final = 4
+READ_NONE: Final = 5
+READ_MESSAGES_OWN: Final = 6
 
-_UNREGISTERED = -1
+_UNREGISTERED: Final = -1
+
+# The socket calls and the thread check of the per-message paths, bound once: a compiled
+# module keeps a Final name in a C static, where ``os.write`` would be a module attribute
+# lookup per call (a few hundred instructions, the price of a small write's copy).
+_read: Final = os.read
+_write: Final = os.write
+_writev: Final = os.writev
+_get_ident: Final = threading.get_ident
 
 
 class PreambleConnection(_TypingProtocol):
@@ -398,7 +409,7 @@ class Connection(Weakrefable):
 
     def _pause_call(self, paused: int) -> None:
         loop = self._loop
-        if loop._thread_id == threading.get_ident():
+        if loop._thread_id == _get_ident():
             self._set_read_paused(paused)
         else:
             loop.call_soon_threadsafe(self._set_read_paused, paused)
@@ -531,7 +542,7 @@ class Connection(Weakrefable):
         if self._state != OPEN:
             raise ConnectionClosed(f"{self!r} is closed")
         loop = self._loop
-        if loop._thread_id == threading.get_ident():
+        if loop._thread_id == _get_ident():
             if loop._dispatching:
                 loop._deferred.append((self._send_queued, _frozen(data)))
             else:
@@ -546,17 +557,33 @@ class Connection(Weakrefable):
     def write(self, data: Any) -> None:
         """Send raw bytes, bypassing the protocol's ``pack``. Safe from any thread.
 
+        Writes leave in the order they are made (per thread), and inside ``on_message`` after
+        the reply it returns. From the handler of another connection on the same loop (a
+        proxy's other side) the write goes out at once unless something made earlier still
+        waits to go before it.
+
         ``bytearray`` and ``memoryview`` arguments are copied when the write has to wait, so the
         caller may reuse them as soon as this returns.
         """
         if self._state != OPEN:
             raise ConnectionClosed(f"{self!r} is closed")
         loop = self._loop
-        if loop._thread_id == threading.get_ident():
-            if loop._dispatching:
-                loop._deferred.append((self._send, _owned(data)))
-            else:
+        if loop._thread_id == _get_ident():
+            if not loop._dispatching:
                 self._send(data)
+            elif (
+                loop._handling != self._fd
+                and not loop._deferred
+                and self._out is None
+                and self._tls is None
+            ):
+                # Mid-batch, a write to a connection other than the one being handled (a
+                # proxy's other side), while nothing waits to go before it: now.
+                self._write_through(data)
+            else:
+                # The connection being handled (its reply goes first), or something deferred
+                # that this write must stay behind: at the end of the batch, in order.
+                loop._deferred.append((self._send, _owned(data)))
         else:
             loop.call_soon_threadsafe(self._send, _owned(data))
 
@@ -651,7 +678,7 @@ class Connection(Weakrefable):
         """
         if self._state != OPEN:
             raise ConnectionClosed(f"{self!r} is closed")
-        if self._loop._thread_id != threading.get_ident():
+        if self._loop._thread_id != _get_ident():
             raise RuntimeError(
                 "offload() is for handler callbacks, on the connection's loop thread"
             )
@@ -703,7 +730,7 @@ class Connection(Weakrefable):
 
     def _loop_call(self, fn: Any, arg: int) -> None:
         loop = self._loop
-        if loop._thread_id == threading.get_ident():
+        if loop._thread_id == _get_ident():
             if loop._dispatching:
                 loop._deferred.append((fn, arg))
             else:
@@ -811,7 +838,7 @@ class Connection(Weakrefable):
         """One read from the socket, or None if there is nothing to hand on (it would block,
         or the peer's EOF or a socket error was dealt with)."""
         try:
-            data = os.read(self._fd, READ_BUFFER_SIZE)
+            data = _read(self._fd_obj, READ_BUFFER_SIZE)
         except (BlockingIOError, InterruptedError):
             return None
         except OSError as exc:
@@ -857,7 +884,7 @@ class Connection(Weakrefable):
         # READ_FRAMES: a protocol that takes bytes, nothing left over. Every framed message
         # (protobuf, WebSocket) comes this way: _read_bytes and _send_replies are written out.
         try:
-            data = os.read(self._fd, READ_BUFFER_SIZE)
+            data = _read(self._fd_obj, READ_BUFFER_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -1090,7 +1117,7 @@ class Connection(Weakrefable):
     def _discard_input(self) -> None:
         # READ_DISCARD: our FIN is out; drop what the peer still sends until its FIN.
         try:
-            data = os.read(self._fd, READ_BUFFER_SIZE)
+            data = _read(self._fd_obj, READ_BUFFER_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -1341,11 +1368,30 @@ class Connection(Weakrefable):
             self._buffer(data, 0)
             return
         try:
-            n = _os_write(self._fd_obj, data)
+            n = _write(self._fd_obj, data)
         except (BlockingIOError, InterruptedError):
             n = 0
         except OSError as exc:
             self._io_failed(exc)
+            return
+        loop = self._loop
+        self.last_active = loop.now
+        stats = loop.stats
+        if stats.counting:
+            stats.bytes_out += n
+        if n != len(data):
+            self._buffer(data, n)
+
+    def _write_through(self, data: Any) -> None:
+        # ``write`` mid-batch from another connection's handler, plaintext, nothing buffered:
+        # _transmit's steps, except that a failed write closes the connection after the batch,
+        # so that its on_close never runs inside the handler that wrote.
+        try:
+            n = _write(self._fd_obj, data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError as exc:
+            self._loop._deferred.append((self._io_failed, exc))
             return
         loop = self._loop
         self.last_active = loop.now
@@ -1427,7 +1473,7 @@ class Connection(Weakrefable):
             return
         first, second = out.peek_all()
         try:
-            n = os.writev(self._fd, (first, second)) if second else os.write(self._fd, first)
+            n = _writev(self._fd_obj, (first, second)) if second else _write(self._fd_obj, first)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:

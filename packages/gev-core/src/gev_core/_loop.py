@@ -6,14 +6,17 @@ connection's read strategy says (see ``_connection.py``: bytes to a protocol's `
 ring-buffer path; the stages before the protocol), ``Connection._on_event`` for anything else --
 or, for the loop's own fds (the listener, the waker), to ``_on_internal``. The two common
 strategies are written out in the loop's body instead of called: ``READ_MESSAGES``, the default
-protocol's one read, one ``on_message``, one write (all a plain echo does), and
+protocol's one read, one ``on_message``, one write (all a plain echo does; with
+``READ_MESSAGES_OWN``, the same for a connection with a handler of its own), and
 ``READ_FRAMES``, one read handed to a framed protocol's ``receive`` (protobuf, WebSocket); the
 calls would be a measurable share of their cost (``bench/RESULTS.md``, "one read path"). They
 are the same steps as ``Connection._read_messages`` / ``_read_frames``, which serve the events
 the loop hands over. Every read is one ``read(2)`` of at most ``READ_BUFFER_SIZE`` bytes.
 
 While a batch of events is being dispatched, sends, writes and closes asked for on the loop thread
-are deferred to the end of the batch (``_deferred``); those from other threads arrive through
+are deferred to the end of the batch (``_deferred``) -- but for a write to a connection other than
+the one being handled (``_handling``) while nothing is deferred, which goes out at once (see
+``Connection.write``); those from other threads arrive through
 ``call_soon_threadsafe`` with at most one wake-up per batch. A protocol that stopped early to let
 the others run (``Connection.continue_later``) is put on ``_ready`` and handed its unconsumed input
 again by a task after the next poll (a pending task keeps that poll from blocking).
@@ -46,7 +49,15 @@ from typing import TYPE_CHECKING, Any
 from typing import Protocol as _TypingProtocol
 
 from ._base import Weakrefable
-from ._connection import CLOSED, OPEN, READ_BUFFER_SIZE, READ_FRAMES, READ_MESSAGES, Connection
+from ._connection import (
+    CLOSED,
+    OPEN,
+    READ_BUFFER_SIZE,
+    READ_FRAMES,
+    READ_MESSAGES,
+    READ_MESSAGES_OWN,
+    Connection,
+)
 from ._handler import WritingHooks, writing_hooks
 from ._poll import READ, Waker, make_poller
 from ._stats import R_BUDGET, R_STOP, LoopStats
@@ -161,6 +172,7 @@ class EventLoop(Weakrefable):
         "_deferred",
         "_dispatching",
         "_handler",
+        "_handling",
         "_holders",
         "_listen_fd",
         "_listener",
@@ -211,6 +223,9 @@ class EventLoop(Weakrefable):
         self._lock = threading.Lock()
         self._wake_armed = True
         self._dispatching = False
+        #: While dispatching: the fd of the connection being handled, whose own writes wait for
+        #: its reply (``Connection.write``). Stale between events, which only defers more.
+        self._handling = -1
         self._running = False
         self._stopping = False
         self._thread_id: int | None = None
@@ -452,6 +467,7 @@ class EventLoop(Weakrefable):
         on_message = self._on_message
         READ_ = READ
         MESSAGES = READ_MESSAGES
+        OWN = READ_MESSAGES_OWN
         FRAMES = READ_FRAMES
         out = self._out
         SIZE = READ_BUFFER_SIZE
@@ -484,6 +500,7 @@ class EventLoop(Weakrefable):
                 if conn is None:
                     self._on_internal(fd, ev)
                     continue
+                self._handling = fd
                 if ev != READ_:
                     conn._on_event(ev)
                     continue
@@ -526,11 +543,13 @@ class EventLoop(Weakrefable):
                     elif conn._yielded:
                         conn._yielded = False
                     continue
-                if reader != MESSAGES:
+                if reader != MESSAGES and reader != OWN:
                     conn._on_read()
                     continue
-                # READ_MESSAGES: one read, one on_message, its reply written at once (the
-                # strategy guarantees nothing is buffered either way, and no TLS).
+                # READ_MESSAGES (or READ_MESSAGES_OWN, the same with the connection's own
+                # handler: a proxy's upstream side): one read, one on_message, its reply
+                # written at once (the strategy guarantees nothing is buffered either way, and
+                # no TLS).
                 try:
                     data = read(fd, SIZE)
                 except (BlockingIOError, InterruptedError):
@@ -543,7 +562,10 @@ class EventLoop(Weakrefable):
                     continue
                 conn.last_active = now
                 try:
-                    reply = on_message(conn, None, data)
+                    if reader == MESSAGES:
+                        reply = on_message(conn, None, data)
+                    else:
+                        reply = conn.handler.on_message(conn, None, data)
                 except Exception as exc:
                     # Paths that close the connection at once count at once: a reader that
                     # sees it closed sees its bytes too.
@@ -615,6 +637,7 @@ class EventLoop(Weakrefable):
         self._dispatching = True
         try:
             for conn in batch:
+                self._handling = conn._fd
                 try:
                     conn._resume_input()
                 except Exception as exc:
