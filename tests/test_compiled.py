@@ -173,7 +173,7 @@ def test_gev_core_compiles_its_hot_modules_and_keeps_the_bases_interpreted() -> 
     def native(module: str) -> bool:
         return not files[f"gev_core.{module}"].endswith((".py", ".pyc"))
 
-    for module in ("_stats", "_connection", "_loop", "_fanout"):
+    for module in ("_stats", "_connection", "_loop", "_fanout", "_jobs", "_reorder", "_companion"):
         assert native(module), f"gev_core.{module} is not compiled: {files[f'gev_core.{module}']}"
     # What users and other packages subclass, and the helpers they test with.
     for module in ("_base", "_protocol", "_handler", "_errors", "testing"):

@@ -181,7 +181,8 @@ def test_thread_replies_leave_in_request_order_when_later_ones_finish_first(serv
     gates[0].set()
     loop.run_once()
     assert conn.lines() == [b"r0", b"r1", b"r2"]
-    assert not conn.busy and conn.jobs.outstanding == 0
+    # Nothing owed; the connection stays told busy until an inline reply (see below).
+    assert not conn.jobs.busy and conn.jobs.outstanding == 0
     assert conn.threads == {threading.current_thread()}
 
 
@@ -220,6 +221,25 @@ def test_inline_replies_queue_behind_owed_ones(service):
     gate.set()
     loop.run_once()
     assert conn.lines() == [b"first", b"slow", b"framed-inline", b"packed-at-its-turn"]
+
+
+def test_the_connection_is_told_busy_once_per_stretch_of_offloaded_work(service):
+    # A connection answered only later (async def on_message) is not switched twice per
+    # request: told busy at the first job, it stays so after the last reply left, until an
+    # inline reply finds nothing owed and goes straight out.
+    loop = ManualLoop()
+    conn = FakeConn(service(), loop)
+    for i in range(3):
+        conn.jobs.offload(lambda i=i: f"r{i}")
+        loop.run_until(lambda i=i: len(conn.lines()) == i + 1, what=f"reply {i}")
+    assert conn.states == [(True, False)]
+    assert conn.busy and not conn.jobs.busy
+    conn.jobs.framed(b"inline\n")
+    assert conn.lines() == [b"r0", b"r1", b"r2", b"inline"]
+    assert conn.states == [(True, False), (False, False)]
+    conn.jobs.offload(lambda: "r3")
+    loop.run_until(lambda: len(conn.lines()) == 5, what="reply 3")
+    assert conn.states == [(True, False), (False, False), (True, False)]
 
 
 def test_a_none_result_sends_nothing_and_frees_its_place(service):
@@ -469,7 +489,7 @@ def test_reading_holds_at_max_pending_and_resumes_when_drained(service):
         gate.set()
     loop.run_until(lambda: len(conn.lines()) == 6)
     assert conn.lines() == [str(i).encode() for i in range(6)]
-    assert conn.states[-1] == (False, False)
+    assert conn.states[-1] == (True, False)  # reading again; told busy until an inline reply
 
 
 def test_a_full_pool_holds_the_submitter_and_wakes_it_when_there_is_room(service):

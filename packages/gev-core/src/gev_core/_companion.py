@@ -446,7 +446,11 @@ class AsyncioCompanion:
                 task.cancel()
 
     def _run_after_soon(self, jobs: list[CoroutineJob], job: CoroutineJob) -> None:
-        pending = [t for t in (j.task for j in jobs) if t is not None and not t.done()]
+        pending: list[asyncio.Task[Any]] = []
+        for j in jobs:
+            t = j.task
+            if t is not None and not t.done():
+                pending.append(t)
         if not pending:
             self._start(job, False)
             return

@@ -692,7 +692,9 @@ class Connection(Weakrefable):
         this is true, hand a reply to :meth:`queue_reply` instead of framing it in ``receive``.
         Loop thread only.
         """
-        return self._owed
+        jobs = self._jobs
+        # _owed may stay set after the last reply left (ConnectionJobs._update): ask the order.
+        return self._owed and jobs is not None and jobs.busy
 
     def queue_reply(self, reply: Any) -> None:
         """For protocols: send ``reply`` after the replies owed now, framed with ``pack`` then.
@@ -769,16 +771,18 @@ class Connection(Weakrefable):
                 reader = READ_NONE
             elif self._preamble is not None or self._tls is not None:
                 reader = READ_STAGED
-            elif self._in is not None or self._owed:
-                # Replies owed: inline replies must queue behind them (_send_replies).
+            elif self._in is not None:
                 reader = READ_BUFFERED
             else:
                 reader = self._kind
                 # READ_MESSAGES or READ_MESSAGES_OWN (two compares: ``in (...)`` of module
                 # names builds a tuple per call).
-                if self._out is not None and reader != READ_FRAMES and reader != READ_BUFFERED:
-                    # Output pending: a reply must queue behind it, which the general path
-                    # does (READ_MESSAGES writes at once).
+                if (
+                    self._out is not None or self._owed
+                ) and reader != READ_FRAMES and reader != READ_BUFFERED:
+                    # Output pending, or replies owed: a reply must queue behind them, which
+                    # the general path does (READ_MESSAGES writes at once; READ_FRAMES queues
+                    # behind owed replies itself, see _read_frames).
                     reader = READ_BUFFERED
         elif state == LINGERING:
             reader = READ_DISCARD

@@ -137,9 +137,11 @@ class JobTarget(_TypingProtocol):
         :meth:`ConnectionJobs.cancel`."""
 
     def _jobs_state(self, busy: bool, hold: bool) -> None:
-        """``busy``: replies are owed, so inline replies must go through
-        :meth:`ConnectionJobs.framed` / :meth:`ConnectionJobs.reply`. ``hold``: stop reading
-        (False: read again). Called only when one of them changes."""
+        """``busy``: replies may be owed, so inline replies must go through
+        :meth:`ConnectionJobs.framed` / :meth:`ConnectionJobs.reply` (it stays true after the
+        last reply owed left, until an inline reply finds nothing owed: one change per
+        stretch of offloaded work, not two per request). ``hold``: stop reading (False: read
+        again). Called only when one of them changes."""
 
 
 class Job:
@@ -602,7 +604,13 @@ class ConnectionJobs:
             return
         order = self._order
         if order.idle:
-            self.target._jobs_write(data)
+            target = self.target
+            target._jobs_write(data)
+            if self._busy and not self._cancelled:
+                # Nothing owed, and the connection answers inline again: back to its fast
+                # path (_update keeps it told busy until now).
+                self._busy = False
+                target._jobs_state(False, self._hold)
             return
         # Held: it must not change (or point into a buffer that will) meanwhile.
         order.complete(order.reserve(), (_FRAMED, data if type(data) is bytes else bytes(data)))
@@ -895,7 +903,11 @@ class ConnectionJobs:
         order = self._order
         # ReplyOrder's idle / drained / full, read off its counters (per request: no calls).
         outstanding = order._next - order._head
-        busy = outstanding != 0
+        # Sticky: once told busy, the connection stays so when the last reply owed leaves,
+        # until an inline reply finds nothing owed (framed). A connection answered only later
+        # (async def on_message) is then told once, not twice per request; an inline reply
+        # while told busy costs a call to framed, which writes it at once when nothing is owed.
+        busy = outstanding != 0 or self._busy
         if self._closing or self._barrier is not None:
             # Closing, or an async on_connect still runs: messages wait for it in the kernel.
             hold = True
@@ -1168,7 +1180,9 @@ class AsyncHandler:
         )
 
     def _submit(self, conn: Any, *args: Any) -> None:
-        for arg in args:  # owned_args, written out: per request
+        for arg in args:  # owned_args, written out: per request (None and bytes, the usual
+            if arg is None or type(arg) is bytes:  # ones, without an isinstance of a tuple)
+                continue
             if isinstance(arg, (memoryview, bytearray)):
                 args = owned_args(args)
                 break
