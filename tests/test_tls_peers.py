@@ -205,7 +205,8 @@ def test_websockets_client_over_wss(certs: TLSCertificates) -> None:
 
 def test_first_bytes_selection_runs_on_plaintext(certs: TLSCertificates) -> None:
     pytest.importorskip("gev_websocket")
-    gev_protobuf = pytest.importorskip("gev_protobuf")
+    pytest.importorskip("gev_protobuf")
+    import gev_protobuf.plugin  # the submodule itself: an attribute only once imported
     from gev_protobuf import FrameDecoder, pack_message
 
     class Tagged(Handler):
