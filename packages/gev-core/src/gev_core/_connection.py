@@ -75,7 +75,7 @@ import logging
 import os
 import socket
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 from typing import Protocol as _TypingProtocol
 
 from gev_ringbuffer import RingBuffer
@@ -112,23 +112,42 @@ logger = logging.getLogger("gev")
 #: most this many bytes into a new ``bytes`` object. 64 KiB keeps that allocation below
 #: glibc's mmap threshold (128 KiB): a larger one would cost an ``mmap``/``munmap`` pair per
 #: read, whatever the message size.
-READ_BUFFER_SIZE = 64 * 1024
+READ_BUFFER_SIZE: Final = 64 * 1024
+
+#: What a connection's reads ask for while its messages are small. A read of READ_BUFFER_SIZE
+#: takes 64 KiB from malloc and shrinks it to the bytes read (a realloc), and glibc merges its
+#: fast bins before every allocation that large: about 500 instructions of a 64-byte echo's
+#: ~4,000 (bench/RESULTS.md). Up to 256 bytes the ``bytes`` comes from CPython's small-object
+#: allocator instead, and the size is one of CPython's cached ints. A read that fills it is
+#: completed at once by a read of the rest (``Connection._read_rest``): what a read hands on
+#: is the same as before, one read of at most READ_BUFFER_SIZE bytes. The connection then
+#: reads READ_BUFFER_SIZE at a time until one of those returns a small message again.
+READ_SMALL_SIZE: Final = 256
+
+# Final: compiled, these are C statics, where ``os.read`` would look ``read`` up in the os
+# module's dict at every call (the reads and writes of every framed message).
+_os_read: Final = os.read
+_os_write: Final = os.write
 
 # Connection states. CLOSING: no more reads or new writes; pending output drains. LINGERING: our
 # FIN is sent; input is read and discarded until the peer's FIN (or the linger timeout), then the
-# fd closes.
-OPEN, CLOSING, LINGERING, CLOSED = 0, 1, 2, 3
+# fd closes. Final, like the constants below: compiled, each use is the number itself, where a
+# plain module-level name is a lookup in the module's dict (one per message in _transmit).
+OPEN: Final = 0
+CLOSING: Final = 1
+LINGERING: Final = 2
+CLOSED: Final = 3
 
 # Read strategies (Connection._reader); see the module docstring.
-READ_MESSAGES = 0
-READ_FRAMES = 1
-READ_BUFFERED = 2
-READ_STAGED = 3
-READ_DISCARD = 4
-READ_NONE = 5
-READ_MESSAGES_OWN = 6
+READ_MESSAGES: Final = 0
+READ_FRAMES: Final = 1
+READ_BUFFERED: Final = 2
+READ_STAGED: Final = 3
+READ_DISCARD: Final = 4
+READ_NONE: Final = 5
+READ_MESSAGES_OWN: Final = 6
 
-_UNREGISTERED = -1
+_UNREGISTERED: Final = -1
 
 
 class PreambleConnection(_TypingProtocol):
@@ -231,6 +250,7 @@ class Connection(Weakrefable):
         "_protocol",
         "_proxy_addr",
         "_read_paused",
+        "_read_size",
         "_reader",
         "_reason",
         "_shut",
@@ -297,6 +317,8 @@ class Connection(Weakrefable):
         #: READ_FRAMES, READ_BUFFERED or READ_MESSAGES_OWN), decided when the protocol is set.
         self._kind = _reader_for(protocol, handler is loop._handler)
         self._reader = self._kind
+        #: What the next read asks for: READ_SMALL_SIZE or READ_BUFFER_SIZE (``_read_rest``).
+        self._read_size = READ_SMALL_SIZE
         #: Reading paused by the application (``pause_reading``), not by the core.
         self._read_paused = False
         #: The handler's ``pause_writing``/``resume_writing`` (None: it has neither); with
@@ -775,11 +797,33 @@ class Connection(Weakrefable):
             self._set_reason(R_RESET)
             self._finalize()
 
+    def _read_rest(self, data: bytes, size: int) -> bytes:
+        # A read of ``size`` returned ``data``, filling it, or a read of READ_BUFFER_SIZE
+        # returned a small message (see READ_SMALL_SIZE); the read paths call this only then.
+        if len(data) < size:
+            self._read_size = READ_SMALL_SIZE
+            return data
+        self._read_size = READ_BUFFER_SIZE
+        if size != READ_SMALL_SIZE:
+            return data
+        # A small read filled up: take the rest now, as one large read would have.
+        try:
+            more = _os_read(self._fd, READ_BUFFER_SIZE - READ_SMALL_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return data
+        except OSError as exc:
+            # What was read is handed on first; the error right after, as the next read would
+            # have met it. (An EOF, b"" here, the next read meets again.)
+            self._loop.call_soon(self._io_failed, exc)
+            return data
+        return data + more if more else data
+
     def _read_bytes(self) -> bytes | None:
         """One read from the socket, or None if there is nothing to hand on (it would block,
         or the peer's EOF or a socket error was dealt with)."""
+        size = self._read_size
         try:
-            data = os.read(self._fd, READ_BUFFER_SIZE)
+            data = _os_read(self._fd, size)
         except (BlockingIOError, InterruptedError):
             return None
         except OSError as exc:
@@ -788,6 +832,9 @@ class Connection(Weakrefable):
         if not data:
             self._on_eof()
             return None
+        n = len(data)
+        if n == size or (size != READ_SMALL_SIZE and n <= READ_SMALL_SIZE):
+            data = self._read_rest(data, size)
         loop = self._loop
         self.last_active = loop.now
         stats = loop.stats
@@ -824,8 +871,9 @@ class Connection(Weakrefable):
     def _read_frames(self) -> None:
         # READ_FRAMES: a protocol that takes bytes, nothing left over. Every framed message
         # (protobuf, WebSocket) comes this way: _read_bytes and _send_replies are written out.
+        size = self._read_size
         try:
-            data = os.read(self._fd, READ_BUFFER_SIZE)
+            data = _os_read(self._fd, size)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -834,6 +882,9 @@ class Connection(Weakrefable):
         if not data:
             self._on_eof()
             return
+        n = len(data)
+        if n == size or (size != READ_SMALL_SIZE and n <= READ_SMALL_SIZE):
+            data = self._read_rest(data, size)
         loop = self._loop
         self.last_active = loop.now
         stats = loop.stats
@@ -1309,7 +1360,7 @@ class Connection(Weakrefable):
             self._buffer(data, 0)
             return
         try:
-            n = os.write(self._fd, data)
+            n = _os_write(self._fd, data)
         except (BlockingIOError, InterruptedError):
             n = 0
         except OSError as exc:
