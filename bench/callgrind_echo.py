@@ -8,6 +8,7 @@
     python bench/callgrind_echo.py --mode pbframe --conns 200 \
         --servers gev-sleep-async,uvloop-sleep-async --baseline uvloop-sleep-async
     python bench/callgrind_echo.py --servers gev-proxy,uvloop-proxy --baseline uvloop-proxy
+    python bench/callgrind_echo.py --servers gev --profile 25 --keep DIR   # where they go
 
 Wall-clock numbers on a shared 2-core machine swing by +-30 %; instruction counts do not. Each
 server runs under ``valgrind --tool=callgrind`` twice, driven by bench's native loadgen for a
@@ -17,6 +18,11 @@ the server process only (the kernel's share is not included). The proxies (``*-p
 to bench's C echo (``c_echo``), started for each run as a separate process outside valgrind, as
 run.py's proxy scenarios do: only the proxy's instructions are counted, per proxied message
 (request in, upstream, reply back out).
+
+``--profile N`` splits the figure by function: callgrind_annotate's self cost of each function
+in both runs, differenced and divided the same way, the N largest printed (and everything else
+summed). ``--keep DIR`` keeps the two callgrind outputs per server (NAME-<seconds>s.out)
+for callgrind_annotate or KCachegrind.
 """
 
 from __future__ import annotations
@@ -148,7 +154,8 @@ def one_run(
     mode: str,
     src_path: bool,
     tls: bool = False,
-) -> tuple[int, int]:
+    keep: Path | None = None,
+) -> tuple[int, int, dict[str, int]]:
     loadgen = build_loadgen(tls)  # and c_echo
     port = free_port()
     upstream = None
@@ -246,7 +253,28 @@ def one_run(
         m = re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M)
         if not m:
             raise SystemExit(f"no callgrind totals for {name}")
-        return int(m.group(1)), msgs
+        functions = by_function(out) if keep is not None else {}
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            out.replace(keep / f"{name}-{seconds:g}s.out")
+        return int(m.group(1)), msgs, functions
+
+
+def by_function(out: Path) -> dict[str, int]:
+    """Self instructions by function (callgrind_annotate's table, every thread summed)."""
+    text = subprocess.run(
+        ["callgrind_annotate", "--inclusive=no", "--threshold=100", str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    functions: dict[str, int] = {}
+    for line in text.splitlines():
+        m = re.match(r"^\s*([\d,]+)\s+(?:\([^)]*\)\s+)?(\S.*?)\s*$", line)
+        if m and ":" in m.group(2) and not m.group(2).startswith("PROGRAM TOTALS"):
+            key = re.sub(r"^\S*/", "", m.group(2))  # file name without its directories
+            functions[key] = functions.get(key, 0) + int(m.group(1).replace(",", ""))
+    return functions
 
 
 def main() -> None:
@@ -266,16 +294,29 @@ def main() -> None:
     ap.add_argument("--tls", action="store_true", help="TLS 1.3 echo (servers get --certfile)")
     ap.add_argument("--short", type=float, default=2.0)
     ap.add_argument("--long", type=float, default=6.0)
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="print the N functions with the most instructions per message")
+    ap.add_argument("--keep", type=Path, metavar="DIR", help="keep the callgrind outputs here")
     args = ap.parse_args()
+    keep = args.keep
+    if args.profile and keep is None:
+        keep = Path(tempfile.mkdtemp(prefix="callgrind-echo-"))
     rows = []
     for name in args.servers.split(","):
         src = not args.no_src_path
         common = (args.conns, args.size, args.mode, src, args.tls)
-        ir1, m1 = one_run(name, args.python, args.short, *common)
-        ir2, m2 = one_run(name, args.python, args.long, *common)
+        ir1, m1, f1 = one_run(name, args.python, args.short, *common, keep=keep)
+        ir2, m2, f2 = one_run(name, args.python, args.long, *common, keep=keep)
         per = (ir2 - ir1) / max(1, m2 - m1)
         rows.append((name, per, m1, m2))
         print(f"{name:12s} {per:10.0f} instructions/msg  ({m1} and {m2} messages)", flush=True)
+        if args.profile:
+            split = {k: (f2.get(k, 0) - f1.get(k, 0)) / max(1, m2 - m1) for k in {*f1, *f2}}
+            top = sorted(split.items(), key=lambda kv: -kv[1])[: args.profile]
+            for fn, ins in top:
+                print(f"    {ins:8.0f}  {fn}")
+            rest = sum(split.values()) - sum(v for _, v in top)
+            print(f"    {rest:8.0f}  (everything else)", flush=True)
     base = next((r[1] for r in rows if r[0] == args.baseline), None)
     if base:
         print()

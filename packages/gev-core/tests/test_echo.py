@@ -90,3 +90,23 @@ def test_nodelay_is_set_on_accepted_sockets():
         with pytest.raises(socket.timeout):
             sock.recv(1)
     assert seen["nodelay"] != 0
+
+
+def test_one_read_is_one_message_whatever_the_sizes_before():
+    # Reads start small and grow when one fills up (READ_SMALL_SIZE in _connection.py); a
+    # message that arrived whole is still handed on in one piece, however small the ones
+    # before it were, and small ones after large ones too.
+    sizes = [1, 256, 257, 10, 3000, 64, 64, 255, 8000, 5, 300, 300, 1, 4096, 256, 2]
+    seen: list[int] = []
+
+    class Recorder(Handler):
+        def on_message(self, conn, ctx, data):
+            seen.append(len(data))
+            return data
+
+    with serve(Recorder()) as server, connect(server) as sock:
+        for size in sizes:
+            payload = os.urandom(size)
+            sock.sendall(payload)
+            assert recv_exactly(sock, size) == payload
+    assert seen == sizes

@@ -122,6 +122,16 @@ logger = logging.getLogger("gev")
 #: read, whatever the message size.
 READ_BUFFER_SIZE: Final = 64 * 1024
 
+#: What a connection's reads ask for while its messages are small. A read of READ_BUFFER_SIZE
+#: takes 64 KiB from malloc and shrinks it to the bytes read (a realloc), and glibc merges its
+#: fast bins before every allocation that large: about 500 instructions of a 64-byte echo's
+#: ~4,000 (bench/RESULTS.md). Up to 256 bytes the ``bytes`` comes from CPython's small-object
+#: allocator instead, and the size is one of CPython's cached ints. A read that fills it is
+#: completed at once by a read of the rest (``Connection._read_rest``): what a read hands on
+#: is the same as before, one read of at most READ_BUFFER_SIZE bytes. The connection then
+#: reads READ_BUFFER_SIZE at a time until one of those returns a small message again.
+READ_SMALL_SIZE: Final = 256
+
 # Connection states. CLOSING: no more reads or new writes; pending output drains. LINGERING: our
 # FIN is sent; input is read and discarded until the peer's FIN (or the linger timeout), then the
 # fd closes. Final, as the read strategies below: compiled code (this module and its importers)
@@ -252,6 +262,7 @@ class Connection(Weakrefable):
         "_protocol",
         "_proxy_addr",
         "_read_paused",
+        "_read_size",
         "_reader",
         "_reason",
         "_shared",
@@ -325,6 +336,8 @@ class Connection(Weakrefable):
         #: READ_FRAMES, READ_BUFFERED or READ_MESSAGES_OWN), decided when the protocol is set.
         self._kind = _reader_for(protocol, handler is loop._handler)
         self._reader = self._kind
+        #: What the next read asks for: READ_SMALL_SIZE or READ_BUFFER_SIZE (``_read_rest``).
+        self._read_size = READ_SMALL_SIZE
         #: Reading paused by the application (``pause_reading``), not by the core.
         self._read_paused = False
         #: The handler's ``pause_writing``/``resume_writing`` (None: it has neither); with
@@ -838,11 +851,33 @@ class Connection(Weakrefable):
             self._set_reason(R_RESET)
             self._finalize()
 
+    def _read_rest(self, data: bytes, size: int) -> bytes:
+        # A read of ``size`` returned ``data``, filling it, or a read of READ_BUFFER_SIZE
+        # returned a small message (see READ_SMALL_SIZE); the read paths call this only then.
+        if len(data) < size:
+            self._read_size = READ_SMALL_SIZE
+            return data
+        self._read_size = READ_BUFFER_SIZE
+        if size != READ_SMALL_SIZE:
+            return data
+        # A small read filled up: take the rest now, as one large read would have.
+        try:
+            more = _read(self._fd_obj, READ_BUFFER_SIZE - READ_SMALL_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return data
+        except OSError as exc:
+            # What was read is handed on first; the error right after, as the next read would
+            # have met it. (An EOF, b"" here, the next read meets again.)
+            self._loop.call_soon(self._io_failed, exc)
+            return data
+        return data + more if more else data
+
     def _read_bytes(self) -> bytes | None:
         """One read from the socket, or None if there is nothing to hand on (it would block,
         or the peer's EOF or a socket error was dealt with)."""
+        size = self._read_size
         try:
-            data = _read(self._fd_obj, READ_BUFFER_SIZE)
+            data = _read(self._fd_obj, size)
         except (BlockingIOError, InterruptedError):
             return None
         except OSError as exc:
@@ -851,6 +886,9 @@ class Connection(Weakrefable):
         if not data:
             self._on_eof()
             return None
+        n = len(data)
+        if n == size or (size != READ_SMALL_SIZE and n <= READ_SMALL_SIZE):
+            data = self._read_rest(data, size)
         loop = self._loop
         self.last_active = loop.now
         stats = loop.stats
@@ -887,8 +925,9 @@ class Connection(Weakrefable):
     def _read_frames(self) -> None:
         # READ_FRAMES: a protocol that takes bytes, nothing left over. Every framed message
         # (protobuf, WebSocket) comes this way: _read_bytes and _send_replies are written out.
+        size = self._read_size
         try:
-            data = _read(self._fd_obj, READ_BUFFER_SIZE)
+            data = _read(self._fd_obj, size)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -897,6 +936,9 @@ class Connection(Weakrefable):
         if not data:
             self._on_eof()
             return
+        n = len(data)
+        if n == size or (size != READ_SMALL_SIZE and n <= READ_SMALL_SIZE):
+            data = self._read_rest(data, size)
         loop = self._loop
         self.last_active = loop.now
         stats = loop.stats

@@ -11,7 +11,8 @@ protocol's one read, one ``on_message``, one write (all a plain echo does; with
 ``READ_FRAMES``, one read handed to a framed protocol's ``receive`` (protobuf, WebSocket); the
 calls would be a measurable share of their cost (``bench/RESULTS.md``, "one read path"). They
 are the same steps as ``Connection._read_messages`` / ``_read_frames``, which serve the events
-the loop hands over. Every read is one ``read(2)`` of at most ``READ_BUFFER_SIZE`` bytes.
+the loop hands over. Every read hands on at most ``READ_BUFFER_SIZE`` bytes, read in one
+``read(2)`` (two when a small first one fills up: ``READ_SMALL_SIZE`` in ``_connection.py``).
 
 While a batch of events is being dispatched, sends, writes and closes asked for on the loop thread
 are deferred to the end of the batch (``_deferred``) -- but for a write to a connection other than
@@ -56,6 +57,7 @@ from ._connection import (
     READ_FRAMES,
     READ_MESSAGES,
     READ_MESSAGES_OWN,
+    READ_SMALL_SIZE,
     Connection,
 )
 from ._handler import WritingHooks, writing_hooks
@@ -455,7 +457,9 @@ class EventLoop(Weakrefable):
             self._close_all_now()
 
     def _run(self) -> None:
-        poll = self._poller.poll
+        # The fds stay the objects the poller made (Any): compiled, an int-typed fd would be
+        # unboxed here and boxed again for each of conns.get, read and write.
+        poll: Callable[[float], list[tuple[Any, int]]] = self._poller.poll
         conns = self._conns
         deferred = self._deferred
         tasks = self._tasks
@@ -470,7 +474,7 @@ class EventLoop(Weakrefable):
         OWN = READ_MESSAGES_OWN
         FRAMES = READ_FRAMES
         out = self._out
-        SIZE = READ_BUFFER_SIZE
+        SMALL = READ_SMALL_SIZE
         now = self.now
         monotonic_ns = time.monotonic_ns
         #: When this iteration's work began (``monotonic_ns``), read only while counting.
@@ -508,8 +512,9 @@ class EventLoop(Weakrefable):
                 if reader == FRAMES:
                     # READ_FRAMES (protobuf, WebSocket): Connection._read_frames, written
                     # out for the same reason.
+                    size = conn._read_size
                     try:
-                        data = read(fd, SIZE)
+                        data = read(fd, size)
                     except (BlockingIOError, InterruptedError):
                         continue
                     except OSError as exc:
@@ -518,9 +523,13 @@ class EventLoop(Weakrefable):
                     if not data:
                         conn._on_eof()
                         continue
+                    got = len(data)
+                    if got == size or (size != SMALL and got <= SMALL):
+                        data = conn._read_rest(data, size)
+                        got = len(data)
                     conn.last_active = now
                     if counting:  # at once: receive may close the connection at once
-                        stats.bytes_in += len(data)
+                        stats.bytes_in += got
                     try:
                         consumed = conn._protocol.receive(conn, data, out)
                         if out:
@@ -538,7 +547,7 @@ class EventLoop(Weakrefable):
                     except Exception as exc:
                         conn._code_failed(exc, "protocol or handler")
                         continue
-                    if consumed != len(data):
+                    if consumed != got:
                         conn._keep(data, consumed)
                     elif conn._yielded:
                         conn._yielded = False
@@ -550,8 +559,9 @@ class EventLoop(Weakrefable):
                 # handler: a proxy's upstream side): one read, one on_message, its reply
                 # written at once (the strategy guarantees nothing is buffered either way, and
                 # no TLS).
+                size = conn._read_size
                 try:
-                    data = read(fd, SIZE)
+                    data = read(fd, size)
                 except (BlockingIOError, InterruptedError):
                     continue
                 except OSError as exc:
@@ -560,6 +570,10 @@ class EventLoop(Weakrefable):
                 if not data:
                     conn._on_eof()
                     continue
+                got = len(data)
+                if got == size or (size != SMALL and got <= SMALL):
+                    data = conn._read_rest(data, size)
+                    got = len(data)
                 conn.last_active = now
                 try:
                     if reader == MESSAGES:
@@ -570,12 +584,12 @@ class EventLoop(Weakrefable):
                     # Paths that close the connection at once count at once: a reader that
                     # sees it closed sees its bytes too.
                     if counting:
-                        stats.bytes_in += len(data)
+                        stats.bytes_in += got
                     conn._code_failed(exc, "the handler")
                     continue
                 if reply is None:
                     if counting:
-                        b_in += len(data)
+                        b_in += got
                         m_in += 1
                     continue
                 try:
@@ -584,7 +598,7 @@ class EventLoop(Weakrefable):
                     n = 0
                 except Exception as exc:
                     if counting:
-                        stats.bytes_in += len(data)
+                        stats.bytes_in += got
                         stats.messages_in += 1
                     if isinstance(exc, OSError):
                         conn._io_failed(exc)
@@ -594,13 +608,13 @@ class EventLoop(Weakrefable):
                 if n != len(reply):
                     conn._buffer(reply, n)  # may close it at once (hard cap): count at once
                     if counting:
-                        stats.bytes_in += len(data)
+                        stats.bytes_in += got
                         stats.messages_in += 1
                         stats.messages_out += 1
                         stats.bytes_out += n
                     continue
                 if counting:
-                    b_in += len(data)
+                    b_in += got
                     m_in += 1
                     m_out += 1
                     b_out += n

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from typing import NoReturn, TypeAlias
+from typing import Final, NoReturn, TypeAlias
 
 # Never compiled: FrameError is subclassed by the registry's errors and by callers, and code
 # compiled by mypyc checks a native class's exact type, which a subclass would not pass.
@@ -78,11 +78,14 @@ MAX_TYPE_NAME_SIZE = 0xFFFF
 #: Bytes before the type name: the u32 length and the u16 type-name length.
 HEADER_SIZE = 6
 
+# Final: where this module and _protocol are compiled, these are C statics, read without the
+# lookup in the module's globals that every other module-level name costs (once per frame on
+# receive()'s fast path).
 _HEADER = struct.Struct(">IH")
-_unpack_header = _HEADER.unpack_from
+_unpack_header: Final = _HEADER.unpack_from
 _U32 = struct.Struct(">I")
 _unpack_u32 = _U32.unpack_from
-_pack_u32 = _U32.pack
+_pack_u32: Final = _U32.pack
 _U16 = struct.Struct(">H")
 
 # Decoded type names keyed by their raw bytes, so the common case (a handful of message
@@ -91,7 +94,7 @@ _U16 = struct.Struct(">H")
 # unique names only gets the uncached speed, never unbounded memory.
 _NAME_CACHE_MAX_ENTRIES = 1024
 _NAME_CACHE_MAX_NAME_SIZE = 256
-_decoded_names: dict[bytes, str] = {}
+_decoded_names: Final[dict[bytes, str]] = {}
 
 # scan_frames copies a buffer larger than this only once it holds a complete frame. Below it
 # the check costs about as much as the copy; above it, skipping useless copies wins, and a
@@ -100,7 +103,7 @@ _COPY_CHECK_SIZE = 4096
 
 # Type name -> u16 length + UTF-8 bytes, already validated, so packing a reply is one u32
 # pack and two concatenations. Keys come from local code; bounded anyway for safety.
-_name_blocks: dict[str, bytes] = {}
+_name_blocks: Final[dict[str, bytes]] = {}
 
 
 def _preview(raw: bytes) -> str:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import codecs
 import functools
-import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +38,6 @@ from ._framing import (
     _decoded_names,
     _header_error,
     _name_blocks,
-    _pack_u32,
     _unpack_header,
     pack_message,
     parse_frame,
@@ -65,14 +63,6 @@ _BYTES_REPLY = (
     "{kind} is not a valid protobuf reply: return (type_name, payload) or a protobuf "
     "message, which are framed for you; send bytes that are already framed with conn.write()"
 )
-
-
-# The framing module's caches, looked up once per frame on the fast path (they are only ever
-# cleared in place, so these stay valid). Bound here because CPython 3.11 compiles a method
-# call on a name that came from an import as an attribute load plus a call, creating a bound
-# method object every time.
-_decoded_name = _decoded_names.get
-_name_block = _name_blocks.get
 
 
 def _peer_error(exc: FrameError) -> ProtocolError:
@@ -115,6 +105,10 @@ class ProtobufProtocol(Protocol):
         # receive()'s one-frame shortcut takes frames up to this length; -1 (none) with a
         # registry, whose parsing lives on the general path. One compare instead of two.
         self._shortcut_max = max_frame_size if registry is None else -1
+        #: receive()'s shortcut: the type name it saw last, after its u16 length (the frame's
+        #: bytes 4 to the payload, also the reply's), and that name decoded. One tuple, read
+        #: and replaced whole: the loops of a server share this object.
+        self._recent: tuple[bytes, str] = (b"", "")
         # Built once: shared_packer must hand every connection the same object.
         self._shared = functools.partial(self.pack, None)
 
@@ -201,24 +195,42 @@ class ProtobufProtocol(Protocol):
         # shortcut only ever accepts frames scan_frames accepts too.
         size = len(data)
         if size > 5:
-            length, type_len = _unpack_header(data, 0)
+            length: int
+            type_len: int
+            if type(data) is bytes:
+                # Compiled, indexing bytes is a native load: no struct call, no tuple, no ints.
+                length = data[0] << 24 | data[1] << 16 | data[2] << 8 | data[3]
+                type_len = data[4] << 8 | data[5]
+            else:
+                length, type_len = _unpack_header(data, 0)
             if length + 4 == size and length <= self._shortcut_max and type_len <= length - 2:
                 buf = data if type(data) is bytes else bytes(data)
                 name_end = 6 + type_len
-                # Names are cached once decoded and validated; a miss takes the long way.
-                name = _decoded_name(buf[6:name_end])
+                # The name's length and bytes, which a reply under the same name repeats. The
+                # same name as the last frame's costs a compare instead of a hash and a dict
+                # lookup each way; names are cached once decoded and validated (_framing), and
+                # a name not cached yet takes the long way.
+                named = buf[4:name_end]
+                recent_block, recent_name = self._recent
+                name: str | None = recent_name
+                if named != recent_block:
+                    name = _decoded_names.get(named[2:])
+                    if name is not None:
+                        self._recent = (named, name)
                 if name is not None:
                     reply = conn.handler.on_message(conn, name, buf[name_end:])
                     if type(reply) is tuple and len(reply) == 2:
                         reply_name, payload = reply
-                        block = _name_block(reply_name)
+                        block = named if reply_name is name else _name_blocks.get(reply_name)
                         if block is not None and type(payload) is bytes:
                             try:
-                                head = _pack_u32(len(block) + len(payload))
-                            except struct.error:
+                                head = (len(block) + len(payload)).to_bytes(4, "big")
+                            except OverflowError:
                                 pass  # over 4 GiB: pack() below raises the FrameError
                             else:
-                                out.append(head + block + payload)
+                                # Compiled, both are native calls and the frame is built in
+                                # one allocation (two concatenations would be two).
+                                out.append(b"%b%b%b" % (head, block, payload))
                                 return size
                     if reply is not None:
                         out.append(self.pack(conn, reply))
