@@ -791,8 +791,10 @@ class Connection(Weakrefable):
                 # READ_MESSAGES or READ_MESSAGES_OWN (two compares: ``in (...)`` of module
                 # names builds a tuple per call).
                 if (
-                    self._out is not None or self._owed
-                ) and reader != READ_FRAMES and reader != READ_BUFFERED:
+                    (self._out is not None or self._owed)
+                    and reader != READ_FRAMES
+                    and reader != READ_BUFFERED
+                ):
                     # Output pending, or replies owed: a reply must queue behind them, which
                     # the general path does (READ_MESSAGES writes at once; READ_FRAMES queues
                     # behind owed replies itself, see _read_frames).
