@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -195,3 +196,25 @@ def test_each_protocol_says_goodbye_when_the_server_stops():
     t.join(20)
     assert not t.is_alive()
     assert len(closed) == 5
+
+
+def test_a_signal_arriving_while_the_loop_holds_its_task_lock_still_stops() -> None:
+    # Loop 0 runs on the main thread, where Python runs signal handlers between any two
+    # bytecodes -- also inside the loop's own `with self._lock:` (call_soon from the loop
+    # thread, the waker's drain). The handler's stop() queues through call_soon_threadsafe,
+    # which takes that lock again: with a non-reentrant lock the process hung on SIGTERM.
+    server = Server(Handler(), address="127.0.0.1:0")
+    runner = threading.Thread(target=server.start, daemon=True)
+    runner.start()
+    assert server.wait_started(10)
+    loop = server.loops[0]
+
+    def interrupted() -> None:
+        with loop._lock:
+            server._on_signal(signal.SIGTERM)
+            server._on_signal(signal.SIGTERM)  # a second signal inside the first's stop
+
+    loop.call_soon_threadsafe(interrupted)
+    # On failure the loop thread stays stuck (a daemon thread): nothing could stop it anyway.
+    assert server._stopped.wait(10), "the loop deadlocked on its own lock"
+    runner.join(10)

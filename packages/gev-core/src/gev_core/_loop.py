@@ -222,7 +222,9 @@ class EventLoop(Weakrefable):
         #: Connections whose protocol stopped early (``continue_later``): resumed next iteration.
         self._ready: list[Connection] = []
         self._tasks: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
-        self._lock = threading.Lock()
+        # Reentrant: loop 0 runs on the main thread, where a signal handler (Server.stop) may
+        # interrupt it inside this lock and call call_soon_threadsafe: a plain Lock deadlocks.
+        self._lock = threading.RLock()
         self._wake_armed = True
         self._dispatching = False
         #: While dispatching: the fd of the connection being handled, whose own writes wait for

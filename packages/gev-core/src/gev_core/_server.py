@@ -298,7 +298,9 @@ class Server:
         self._stopped = threading.Event()
         #: Set on loop 0 once a drain has closed the listener (drain() waits for it).
         self._listener_detached = threading.Event()
-        self._state_lock = threading.Lock()
+        # Reentrant for the same reason as EventLoop._lock: a second SIGTERM may arrive while
+        # the first one's handler, on the main thread, holds it.
+        self._state_lock = threading.RLock()
         self._running = False
         self._stopping = False
         self._draining = False
