@@ -48,7 +48,7 @@ Rules of this file:
   ``_handling``), plaintext with nothing buffered, goes out at once while nothing is deferred --
   no reply of that connection's is in the making, and no earlier operation waits to go before
   it -- so a proxy forwarding between two connections pays no deferral per message
-  (``_write_through``; a failed write still closes that connection after the batch, never
+  (``_transmit(data, True)``; a failed write still closes that connection after the batch, never
   inside the handler that wrote).
   ``send`` queues the object itself: the protocol's ``pack`` runs on the loop thread, in order, so
   a protocol with per-connection state (a compressor, sequence numbers) needs no lock.
@@ -592,7 +592,7 @@ class Connection(Weakrefable):
             ):
                 # Mid-batch, a write to a connection other than the one being handled (a
                 # proxy's other side), while nothing waits to go before it: now.
-                self._write_through(data)
+                self._transmit(data, True)
             else:
                 # The connection being handled (its reply goes first), or something deferred
                 # that this write must stay behind: at the end of the batch, in order.
@@ -1408,8 +1408,12 @@ class Connection(Weakrefable):
                 return
         self._transmit(data)
 
-    def _transmit(self, data: Any) -> None:
-        """Write ``data`` now; buffer what the kernel does not take (with backpressure)."""
+    def _transmit(self, data: Any, fail_later: bool = False) -> None:
+        """Write ``data`` now; buffer what the kernel does not take (with backpressure).
+
+        ``fail_later``: a failed write closes the connection after the batch rather than now
+        (``write`` from another connection's handler: its on_close must not run inside the
+        handler that wrote)."""
         if self._state >= LINGERING:
             return
         if self._out is not None:
@@ -1420,26 +1424,10 @@ class Connection(Weakrefable):
         except (BlockingIOError, InterruptedError):
             n = 0
         except OSError as exc:
-            self._io_failed(exc)
-            return
-        loop = self._loop
-        self.last_active = loop.now
-        stats = loop.stats
-        if stats.counting:
-            stats.bytes_out += n
-        if n != len(data):
-            self._buffer(data, n)
-
-    def _write_through(self, data: Any) -> None:
-        # ``write`` mid-batch from another connection's handler, plaintext, nothing buffered:
-        # _transmit's steps, except that a failed write closes the connection after the batch,
-        # so that its on_close never runs inside the handler that wrote.
-        try:
-            n = _write(self._fd_obj, data)
-        except (BlockingIOError, InterruptedError):
-            n = 0
-        except OSError as exc:
-            self._loop._deferred.append((self._io_failed, exc))
+            if fail_later:
+                self._loop._deferred.append((self._io_failed, exc))
+            else:
+                self._io_failed(exc)
             return
         loop = self._loop
         self.last_active = loop.now
