@@ -57,6 +57,8 @@ for name in sys.argv[1:]:
     out[name] = {"compiled": mod.COMPILED, "files": files}
 import gev_websocket
 out["gev_websocket"]["native_unmask"] = gev_websocket.NATIVE_UNMASK
+import gev_core._connection
+out["gev_core"]["native_io"] = gev_core._connection.NATIVE_IO
 print(json.dumps(out))
 """
     env = dict(os.environ)
@@ -124,6 +126,7 @@ def test_compiled_flags_match_the_build_under_test() -> None:
         native = _native_packages()
         assert flags == {name: name in native for name in MODULES}
         assert got["gev_websocket"]["native_unmask"] is True
+        assert got["gev_core"]["native_io"] is True
     elif expect == "0":
         assert not any(flags.values()), flags
     else:
@@ -138,6 +141,7 @@ def test_pure_python_switch_loads_every_module_from_source() -> None:
         native = {m: f for m, f in files.items() if not f.endswith((".py", ".pyc"))}
         assert not native, f"{name} loaded native modules under GEV_PURE_PYTHON=1: {native}"
     assert got["gev_websocket"]["native_unmask"] is False
+    assert got["gev_core"]["native_io"] is False
 
 
 @pytest.mark.skipif(

@@ -152,12 +152,29 @@ READ_MESSAGES_OWN: Final = 6
 
 _UNREGISTERED: Final = -1
 
-# The socket calls and the thread check of the per-message paths, bound once: a compiled
-# module keeps a Final name in a C static, where ``os.write`` would be a module attribute
-# lookup per call (a few hundred instructions, the price of a small write's copy).
-_read: Final = os.read
-_write: Final = os.write
-_writev: Final = os.writev
+# The socket calls of the per-message paths: the C kernel _fdio.c where it is built (os.read and
+# os.write release the GIL around each call, which on a non-blocking socket costs a few hundred
+# instructions and buys nothing), os otherwise (a pure wheel, GEV_PURE_PYTHON=1). Only ever
+# called on the non-blocking sockets of connections.
+_fd_read: Callable[[int, int], bytes]
+_fd_write: Callable[[int, Any], int]  # data: any bytes-like object
+_fd_writev: Callable[[int, Any], int]  # buffers: a sequence of them
+try:
+    from ._fdio import read as _fd_read
+    from ._fdio import write as _fd_write
+    from ._fdio import writev as _fd_writev
+except ImportError:
+    _fd_read, _fd_write, _fd_writev = os.read, os.write, os.writev
+
+#: Whether the socket calls keep the GIL (the ``_fdio`` kernel is installed and not disabled).
+NATIVE_IO: Final = _fd_read is not os.read
+
+# The socket calls and the thread check, bound once: a compiled module keeps a Final name in a
+# C static, where ``os.write`` would be a module attribute lookup per call (a few hundred
+# instructions, the price of a small write's copy).
+_read: Final = _fd_read
+_write: Final = _fd_write
+_writev: Final = _fd_writev
 _get_ident: Final = threading.get_ident
 
 

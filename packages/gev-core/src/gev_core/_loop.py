@@ -59,6 +59,8 @@ from ._connection import (
     READ_MESSAGES_OWN,
     READ_SMALL_SIZE,
     Connection,
+    _read,
+    _write,
 )
 from ._handler import WritingHooks, writing_hooks
 from ._poll import READ, Waker, make_poller
@@ -468,8 +470,8 @@ class EventLoop(Weakrefable):
         stats = self.stats
         # READ_MESSAGES and READ_FRAMES are written out here rather than called
         # (Connection._read_messages / _read_frames are the same steps); see the module.
-        read = os.read
-        write = os.write
+        read = _read
+        write = _write
         on_message = self._on_message
         READ_ = READ
         MESSAGES = READ_MESSAGES
