@@ -197,3 +197,114 @@ def test_a_signal_handler_that_raises_interrupts_the_call():
         signal.signal(signal.SIGALRM, old)
         os.close(r)
         os.close(w)
+
+
+needs_epoll = pytest.mark.skipif(
+    _fdio is None or not hasattr(_fdio, "epoll_wait"),
+    reason="the _fdio kernel with epoll_wait (Linux, compiled build) is not installed",
+)
+
+
+@pytest.fixture
+def epoll_pair(pair):
+    import select
+
+    ep = select.epoll()
+    a, b = pair
+    ep.register(a.fileno(), select.EPOLLIN)
+    yield ep, a, b
+    ep.close()
+
+
+@needs_epoll
+def test_epoll_wait_reports_what_select_epoll_reports(epoll_pair):
+    import select
+
+    ep, a, b = epoll_pair
+    assert _fdio.epoll_wait(ep.fileno(), 0.0) == [] == ep.poll(0)
+    b.send(b"x")
+    got = _fdio.epoll_wait(ep.fileno(), -1.0)
+    assert got == [(a.fileno(), select.EPOLLIN)] == ep.poll(0)
+    assert type(got[0]) is tuple
+    ep.register(b.fileno(), select.EPOLLOUT)
+    assert sorted(_fdio.epoll_wait(ep.fileno(), 0)) == sorted(ep.poll(0))
+    with pytest.raises(OSError) as info:
+        _fdio.epoll_wait(a.fileno(), 0.0)  # not an epoll descriptor
+    assert info.value.errno == errno.EINVAL
+    with pytest.raises(TypeError):
+        _fdio.epoll_wait(ep.fileno(), "soon")
+
+
+@needs_epoll
+def test_epoll_wait_waits_for_the_timeout_and_lets_other_threads_run(epoll_pair):
+    import time
+
+    ep, _, _ = epoll_pair
+    done = threading.Event()
+    spins = [0]
+
+    def spin():
+        while not done.is_set():
+            spins[0] += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        start = time.monotonic()
+        assert _fdio.epoll_wait(ep.fileno(), 0.2) == []
+        waited = time.monotonic() - start
+        seen = spins[0]
+    finally:
+        done.set()
+        t.join()
+    assert waited >= 0.19
+    # The GIL was released while waiting: the spinning thread ran meanwhile (held for 0.2 s,
+    # it could not have).
+    assert seen > 1000
+
+
+@needs_epoll
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer")
+def test_epoll_wait_resumes_after_a_signal_and_raises_what_a_handler_raises(epoll_pair):
+    import time
+
+    ep, _, _ = epoll_pair
+    calls = []
+
+    class Interrupted(Exception):
+        pass
+
+    def quiet(signum, frame):
+        calls.append(signum)
+
+    def raising(signum, frame):
+        raise Interrupted
+
+    old = signal.signal(signal.SIGALRM, quiet)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        start = time.monotonic()
+        assert _fdio.epoll_wait(ep.fileno(), 0.3) == []
+        assert time.monotonic() - start >= 0.29  # the time left, not a fresh timeout or none
+        assert calls == [signal.SIGALRM]
+        signal.signal(signal.SIGALRM, raising)
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(Interrupted):
+            _fdio.epoll_wait(ep.fileno(), -1.0)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.skipif(not hasattr(__import__("select"), "epoll"), reason="Linux only")
+def test_the_epoll_poller_uses_the_kernel_when_it_is_installed():
+    from gev_core import _poll_epoll
+
+    poller = _poll_epoll.EpollPoller()
+    try:
+        if _fdio is not None and hasattr(_fdio, "epoll_wait"):
+            assert poller.poll.func is _fdio.epoll_wait
+        else:
+            assert poller.poll == poller._ep.poll
+    finally:
+        poller.close()
