@@ -381,8 +381,9 @@ class LoopLink:
         if gev is not None and gev._dispatching:
             credit = self.credit
             if credit == 0:
-                # The batch's first job takes one place (a batch of one costs one lock, as
-                # before); a second one takes CREDIT, given back unused after the batch.
+                # The batch's first job takes one place (a batch of one then costs one lock,
+                # nothing to give back); a second one takes CREDIT, unused ones given back
+                # after the batch.
                 credit = companion.reserve_many(CREDIT if self.starts else 1, waiter)
                 if credit == 0:
                     return False
