@@ -185,6 +185,45 @@ def test_the_task_bound_still_holds_jobs_back_with_batching(service):
         svc.shutdown(5)
 
 
+def test_places_taken_for_a_batch_and_not_used_go_back_and_wake_a_waiter():
+    # A batch takes its places in max_tasks in credits; what it did not use goes back when the
+    # batch ends, and a connection of another loop refused meanwhile is woken to use it.
+    svc = OffloadService(asyncio_loop="asyncio", max_tasks=3)
+    try:
+        a, b = BatchLoop(), BatchLoop()
+        ta, tb = Target(svc, a), Target(svc, b)
+        gate = None
+        started = threading.Event()
+
+        async def wait_gate(name):
+            nonlocal gate
+            if gate is None:
+                gate = asyncio.Event()
+            started.set()
+            await gate.wait()
+            return name
+
+        a._dispatching = True
+        ta._jobs.run_coroutine(wait_gate("a1"))
+        ta._jobs.run_coroutine(wait_gate("a2"))  # takes the rest of the places as credit
+        companion = svc.started_companion
+        assert companion.active == 3 and svc.link_for(a).credit == 1
+        tb._jobs.run_coroutine(wait_gate("b1"))  # another loop, off a batch: no place left
+        assert tb._jobs.held_jobs == 1 and tb._jobs.holding
+        a.end_batch()  # the unused place goes back, and b's connection is told
+        assert svc.link_for(a).credit == 0
+        wait_for(lambda: tb._jobs.held_jobs == 0, "b's job started", loop=b)
+        assert companion.active == 3
+        started.wait(DEADLINE)
+        wait_for(lambda: gate is not None, "the event made")
+        companion.loop.call_soon_threadsafe(gate.set)
+        wait_for(lambda: ta.lines() == [b"a1", b"a2"], "a answered", loop=a)
+        wait_for(lambda: tb.lines() == [b"b1"], "b answered", loop=b)
+        wait_for(lambda: companion.active == 0, "every place released")
+    finally:
+        svc.shutdown(5)
+
+
 class AsyncEcho(Handler):
     def __init__(self):
         self.gate: asyncio.Event | None = None

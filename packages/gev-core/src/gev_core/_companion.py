@@ -4,18 +4,17 @@ beside a server's gev loops, for handlers written as coroutines.
 Python's database and HTTP clients for asyncio (asyncpg, redis.asyncio, httpx) need a running
 asyncio loop; gev's loops are not asyncio loops. So a server whose handler has ``async def``
 callbacks gets one companion thread with an asyncio loop, and the coroutines run there: the gev
-loop creates each coroutine object (which runs nothing), takes a place for it with
-:meth:`reserve` and hands over a whole batch of them with :meth:`start_batch` (one
-``call_soon_threadsafe`` of the asyncio loop; :meth:`submit` does both for one job, jobs
-submitted while a batch is pending riding along), and gets the outcome back on its own thread
-from the job (``gev_core._jobs``), which posts it through the gev loop's link.
+loop creates each coroutine object (which runs nothing), takes places for a batch of them
+with :meth:`reserve_many` (or one with :meth:`reserve`) and hands the batch over itself: its
+link (``gev_core._jobs.LoopLink``) posts one callback to this loop that starts them as tasks
+and, once per turn of this loop, hands the finished ones back to the gev loop.
+:meth:`submit` starts one job on its own (``on_connect`` and the like).
 
-Hand-over costs one lock per job and one ``call_soon_threadsafe`` per batch. On Python 3.12+
-tasks start eagerly: a coroutine that returns without suspending is never scheduled. The
-number of coroutines running at once is bounded server-wide (``max_tasks``); a submitter
-refused for that waits for room exactly as with the thread pool
-(:class:`~gev_core._threadpool.RoomWaiter`). Places of batch-started tasks are given back once
-per turn of the asyncio loop, under one lock.
+Hand-over costs two locks and one ``call_soon_threadsafe`` per batch. The number of
+coroutines running at once is bounded server-wide (``max_tasks``); a submitter refused for that
+waits for room exactly as with the thread pool (:class:`~gev_core._threadpool.RoomWaiter`).
+Places of batch-started tasks are given back once per turn of the asyncio loop, under one
+lock (:meth:`release_later`).
 
 Stopping (:meth:`AsyncioCompanion.stop`) is bounded: coroutines still running get until the
 deadline to finish (``on_close`` coroutines of the connections a stopping server closed, say),
@@ -34,7 +33,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import Any, Final
 from typing import Protocol as _TypingProtocol
 
 from ._threadpool import RoomWaiter
@@ -52,8 +51,9 @@ _LOOPS = ("auto", "asyncio", "uvloop")
 #: Python 3.12+: batch-started tasks start eagerly -- the coroutine runs at once, up to its
 #: first real suspension, inside the Task constructor; one that never suspends is done before
 #: it was ever scheduled. Earlier versions schedule its first step (``loop.create_task``).
-EAGER = sys.version_info >= (3, 12)
-Task: Any = asyncio.Task
+#: Final: compiled code reads it as a constant, not from the module's dict, per request.
+EAGER: Final = sys.version_info >= (3, 12)
+Task: Final[Any] = asyncio.Task
 
 
 class CoroutineJob(_TypingProtocol):
@@ -71,16 +71,6 @@ class CoroutineJob(_TypingProtocol):
 
     def finished(self, task: asyncio.Task[Any]) -> None:
         """``task`` is done -- returned, raised or was cancelled (companion thread)."""
-
-
-class BatchJob(CoroutineJob, _TypingProtocol):
-    """A job for :meth:`AsyncioCompanion.start_batch`, which reads and sets its fields itself
-    (``coroutine()`` and ``started()`` written out: they run per request)."""
-
-    #: The coroutine not yet taken (None once taken, or if the job was discarded).
-    coro: Coroutine[Any, Any, Any] | None
-    #: True once the job must not start: its coroutine is then closed unrun.
-    cancelled: bool
 
 
 def new_event_loop(kind: str = "auto") -> tuple[asyncio.AbstractEventLoop, bool]:
@@ -132,16 +122,15 @@ class AsyncioCompanion:
         self._count = 0
         self._waiters: deque[RoomWaiter] = deque()
         #: Every task of ours that runs, to cancel at stop (companion thread only), with its job
-        #: when it was started by :meth:`start_batch` (None otherwise). Also the strong
+        #: when it was started in a link's batch (None otherwise). Also the strong
         #: references asyncio wants someone to hold.
         self._tasks: dict[asyncio.Task[Any], CoroutineJob | None] = {}
         #: Batch-started tasks finished and not yet released from the bound (companion thread).
         self._finished_count = 0
         self._release_scheduled = False
-        #: Batches handed over by :meth:`start_batch` (any thread; a counter for tests and
+        #: Batches handed over by the links (loop threads; a counter for tests and
         #: benchmarks).
         self.batches = 0
-        self._finished_cb = self._finished
         self._loop: asyncio.AbstractEventLoop | None = None
         self._uvloop = False
         self._runner: threading.Thread | None = None
@@ -210,14 +199,14 @@ class AsyncioCompanion:
         :raises RuntimeError: not started, or stopped.
         """
         # One job at a time, off the per-request path (connections hand theirs over in
-        # batches: reserve + start_batch); the place is taken exactly as for a batch.
+        # batches through their link); the place is taken exactly as for a batch.
         if not self.reserve(waiter):
             return False
         self._post(self._start, job, True)
         return True
 
     def reserve(self, waiter: RoomWaiter | None = None) -> bool:
-        """Take a place within ``max_tasks`` for a job :meth:`start_batch` will start; False
+        """Take a place within ``max_tasks`` for a job a link will start; False
         if there is none (``waiter``, if given, is then told once when a coroutine finishes).
 
         :raises RuntimeError: not started, or stopped.
@@ -232,21 +221,37 @@ class AsyncioCompanion:
             self._count += 1
             return True
 
-    def start_batch(self, jobs: Sequence[BatchJob]) -> None:
-        """Start these jobs' coroutines, each with a place taken by :meth:`reserve`: one
-        ``call_soon_threadsafe`` of the asyncio loop for the whole list. Any thread.
+    def reserve_many(self, n: int, waiter: RoomWaiter | None = None) -> int:
+        """Take up to ``n`` places within ``max_tasks`` at once, for a batch: how many were
+        taken (0: none free, and ``waiter``, if given, is told once when a coroutine
+        finishes). Places not used are given back with :meth:`give_back`.
 
-        A job's outcome is reported through its ``finished``; a job cancelled before it
-        starts (``cancelled``, or no ``coro`` left) just gives its place back, its coroutine
-        closed unrun.
-
-        :raises RuntimeError: the companion's loop is closed (a stop that timed out).
+        :raises RuntimeError: not started, or stopped.
         """
-        loop = self._loop
-        if loop is None:
-            raise RuntimeError("the asyncio companion is not running")
-        self.batches += 1
-        loop.call_soon_threadsafe(self._start_batch, jobs)
+        with self._lock:
+            if self._closed or self._loop is None:
+                raise RuntimeError("the asyncio companion is not running")
+            free = self._max_tasks - self._count
+            if free <= 0:
+                if waiter is not None and waiter not in self._waiters:
+                    self._waiters.append(waiter)
+                return 0
+            if n > free:
+                n = free
+            self._count += n
+            return n
+
+    def give_back(self, n: int) -> None:
+        """Return ``n`` places taken by :meth:`reserve_many` and not used; one waiter is
+        woken per place, as when coroutines finish. Any thread."""
+        if n <= 0:
+            return
+        with self._lock:
+            self._count -= n
+            waiters = self._waiters
+            woken = [waiters.popleft() for _ in range(min(n, len(waiters)))]
+        for waiter in woken:
+            self._wake(waiter)
 
     def forget(self, waiter: RoomWaiter) -> None:
         """Stop waiting for room."""
@@ -351,39 +356,9 @@ class AsyncioCompanion:
             # Closed after a stop that timed out: nothing of ours runs there any more.
             pass
 
-    def _start_batch(self, jobs: Sequence[BatchJob]) -> None:
-        # One hand-over, many coroutines: the per-job steps of _start written out, and one
-        # done callback (_finished) that settles the job and releases its place in batches.
-        loop = self.loop
-        tasks = self._tasks
-        finished = self._finished_cb
-        for job in jobs:
-            coro = job.coro
-            job.coro = None
-            if coro is None or job.cancelled:
-                if coro is not None:
-                    coro.close()
-                self._release_later()
-                continue
-            task = Task(coro, loop=loop, eager_start=True) if EAGER else loop.create_task(coro)
-            job.task = task
-            if task.done():  # finished without suspending (an eager start, 3.12+)
-                self._release_later()
-                job.finished(task)
-                continue
-            tasks[task] = job
-            task.add_done_callback(finished)
-
-    def _finished(self, task: asyncio.Task[Any]) -> None:
-        job = self._tasks.pop(task, None)
-        if not self._release_scheduled:
-            self._release_scheduled = True
-            self.loop.call_soon(self._release_finished)
-        self._finished_count += 1
-        if job is not None:
-            job.finished(task)
-
-    def _release_later(self) -> None:
+    def release_later(self) -> None:
+        """A batch-started task finished (or was dropped unstarted): its place is given back
+        at the end of this turn of the loop, with the others' (companion thread)."""
         self._finished_count += 1
         if not self._release_scheduled:
             self._release_scheduled = True

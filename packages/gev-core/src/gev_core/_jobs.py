@@ -47,10 +47,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Final
 from typing import Protocol as _TypingProtocol
 
-from ._companion import AsyncioCompanion
+from ._companion import EAGER, AsyncioCompanion, Task
 from ._errors import ConnectionClosed
 from ._reorder import ReplyOrder
 from ._threadpool import RoomWaiter, ThreadPool
@@ -73,19 +73,20 @@ __all__ = [
 
 logger = logging.getLogger("gev")
 
-# What a job runs on.
-THREAD = 1
-COROUTINE = 2
+# What a job runs on. The constants are Final: compiled code inlines them instead of reading
+# the module's dict, several times per request.
+THREAD: Final = 1
+COROUTINE: Final = 2
 
 # What a job is for.
-_ANSWER = 0  # a reply: it has a place in the reply order
-_CONNECT = 1  # an async on_connect: the connection's other jobs wait for it
-_CLOSE = 2  # an async on_close: runs after the connection's coroutines ended
+_ANSWER: Final = 0  # a reply: it has a place in the reply order
+_CONNECT: Final = 1  # an async on_connect: the connection's other jobs wait for it
+_CLOSE: Final = 2  # an async on_close: runs after the connection's coroutines ended
 
 # Entries of the reply order: (kind, value).
-_REPLY = 0  # a value for the protocol's pack (None: nothing to send)
-_FRAMED = 1  # bytes the protocol already framed
-_FAILED = 2  # the failed Job: the connection closes here
+_REPLY: Final = 0  # a value for the protocol's pack (None: nothing to send)
+_FRAMED: Final = 1  # bytes the protocol already framed
+_FAILED: Final = 2  # the failed Job: the connection closes here
 
 ErrorCallback = Callable[[Any, BaseException], Any]
 
@@ -279,6 +280,12 @@ class Job:
         return f"<Job {self.describe()} seq={self.seq}{' cancelled' if self.cancelled else ''}>"
 
 
+#: Places in the companion's ``max_tasks`` a link takes at once while a batch of events is
+#: dispatched (one lock for many requests, from the batch's second job on); those not used
+#: go back after the batch.
+CREDIT: Final = 64
+
+
 class LoopLink:
     """One gev loop's channel to its runners: batched hand-over and hand-back.
 
@@ -286,14 +293,22 @@ class LoopLink:
     link_for`). Both crossings between the gev loop and the other threads are batched here:
 
     * **Out** (coroutines, loop thread): while the loop dispatches a batch of events, the
-      coroutines its handlers start are collected in :attr:`starts` (each with its place in the
-      companion's ``max_tasks`` taken at once, so the bound and the backpressure are decided
-      per request, as before) and handed to the companion in one ``call_soon_threadsafe`` of
-      its asyncio loop after the batch (:meth:`flush`, on the gev loop's deferred list). Off a
-      batch (a job released from a connection's queue by a task) a job is handed over at once.
+      coroutines its handlers start are collected in :attr:`starts` and handed to the
+      companion in one ``call_soon_threadsafe`` of its asyncio loop after the batch
+      (:meth:`_flush`, on the gev loop's deferred list). Each takes its place in the
+      companion's ``max_tasks`` when it is submitted, so the bound and the backpressure are
+      decided per request; the places come from :attr:`credit`, taken ``CREDIT`` at a time
+      under the companion's lock and given back unused after the batch. Off a batch (a job
+      released from a connection's queue by a task) a job is handed over at once.
     * **Back** (results, any thread): a finished job is appended to :attr:`results`, and only
       the first since the loop last drained them posts :meth:`deliver` to the gev loop; the
-      rest ride along. A burst of N requests costs about two wake-ups, not 2N.
+      rest ride along. A burst of N requests costs about two wake-ups, not 2N. Coroutines
+      that finish in one turn of the companion's loop are appended together, under one lock
+      (:meth:`_hand_back`), not one lock each.
+
+    :attr:`lock` is also the lock of every :class:`ConnectionJobs` of the loop: a connection's
+    ``cancel`` and the hand-back exclude each other, so nothing is posted for a connection
+    once its ``cancel`` returned.
 
     ``handovers`` and ``wakeups`` count the two kinds of crossing (tests and benchmarks).
     """
@@ -303,12 +318,19 @@ class LoopLink:
         "_service",
         "armed",
         "companion",
+        "credit",
         "deferred",
         "deliver",
+        "done",
+        "finished_cb",
         "flush_entry",
+        "hand_back_cb",
+        "handing_back",
         "handovers",
+        "lock",
         "loop",
         "results",
+        "start_cb",
         "starts",
         "wakeups",
     )
@@ -322,16 +344,28 @@ class LoopLink:
         self.deferred = deferred
         self._gev: Any = loop if deferred is not None else None
         self.companion: AsyncioCompanion | None = None
+        #: Guards :attr:`results`/:attr:`armed` against the runner threads and the
+        #: connections' ``_cancelled`` (shared with each :class:`ConnectionJobs`).
+        self.lock = threading.Lock()
         #: Coroutine jobs of the current batch, not yet handed over (loop thread).
         self.starts: list[Job] = []
+        #: Places in ``max_tasks`` taken for this batch and not used yet (loop thread).
+        self.credit = 0
         #: Finished jobs not yet settled on the loop thread (appended from any thread).
         self.results: deque[Job] = deque()
         #: True from the post of :meth:`deliver` until it runs: later results ride along.
         self.armed = False
+        #: Coroutine jobs finished in this turn of the companion's loop, not yet handed back,
+        #: and whether the hand-back is scheduled (companion thread).
+        self.done: list[Job] = []
+        self.handing_back = False
         self.handovers = 0
         self.wakeups = 0
         self.deliver = self._deliver
         self.flush_entry: tuple[Callable[[Any], Any], Any] = (self._flush, None)
+        self.start_cb = self._start_batch
+        self.finished_cb = self._finished
+        self.hand_back_cb = self._hand_back
 
     def submit(self, job: Job, waiter: RoomWaiter) -> bool:
         """Hand a coroutine job to the companion (now, or after the batch); False if
@@ -343,32 +377,47 @@ class LoopLink:
         companion = self.companion
         if companion is None:  # once stopped, reserve() raises as service.companion() would
             companion = self.companion = self._service.companion()
-        if not companion.reserve(waiter):
-            return False
         gev = self._gev
         if gev is not None and gev._dispatching:
+            credit = self.credit
+            if credit == 0:
+                # The batch's first job takes one place (a batch of one then costs one lock,
+                # nothing to give back); a second one takes CREDIT, unused ones given back
+                # after the batch.
+                credit = companion.reserve_many(CREDIT if self.starts else 1, waiter)
+                if credit == 0:
+                    return False
+            self.credit = credit - 1
             starts = self.starts
             if not starts:
                 deferred = self.deferred
                 assert deferred is not None
                 deferred.append(self.flush_entry)
             starts.append(job)
-        else:
-            self.handovers += 1
-            companion.start_batch([job])
+            return True
+        if not companion.reserve(waiter):
+            return False
+        self.handovers += 1
+        self._start_now(companion, [job])
         return True
 
     def _flush(self, _: Any = None) -> None:
-        # After the batch (the gev loop's deferred operations): one hand-over for its starts.
+        # After the batch (the gev loop's deferred operations): one hand-over for its starts,
+        # and the places taken for it and not used go back.
+        credit = self.credit
         starts = self.starts
+        companion = self.companion
+        if credit:
+            self.credit = 0
+            assert companion is not None
+            companion.give_back(credit)
         if not starts:
             return
         self.starts = []
-        companion = self.companion
         assert companion is not None
         self.handovers += 1
         try:
-            companion.start_batch(starts)
+            self._start_now(companion, starts)
         except RuntimeError as exc:  # stopped since (a stop that timed out): fail them
             for job in starts:
                 job.discard()
@@ -377,6 +426,92 @@ class LoopLink:
                 owner = job.owner
                 if owner is not None:
                     owner._settle(job)
+
+    def _start_now(self, companion: AsyncioCompanion, jobs: list[Job]) -> None:
+        # Each job has its place taken. RuntimeError: the companion's loop is closed.
+        loop = companion.loop
+        companion.batches += 1
+        loop.call_soon_threadsafe(self.start_cb, jobs)
+
+    # ------------------------------------------------------------------ companion thread
+
+    def _start_batch(self, jobs: list[Job]) -> None:
+        # One hand-over, many coroutines, each a task with one done callback (_finished). A
+        # job cancelled before it starts just gives its place back, its coroutine closed unrun.
+        companion = self.companion
+        assert companion is not None
+        loop = companion.loop
+        tasks = companion._tasks
+        finished = self.finished_cb
+        for job in jobs:
+            coro = job.coro
+            job.coro = None
+            if coro is None or job.cancelled:
+                if coro is not None:
+                    coro.close()
+                companion.release_later()
+                continue
+            if EAGER:
+                task = Task(coro, loop=loop, eager_start=True)
+                job.task = task
+                if task.done():  # finished without suspending
+                    companion.release_later()
+                    self._finish(job, task)
+                    continue
+            else:
+                task = loop.create_task(coro)
+                job.task = task
+            tasks[task] = job
+            task.add_done_callback(finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        companion = self.companion
+        assert companion is not None
+        job = companion._tasks.pop(task, None)
+        companion.release_later()
+        if isinstance(job, Job):
+            self._finish(job, task)
+
+    def _finish(self, job: Job, task: asyncio.Task[Any]) -> None:
+        # The outcome (one call: result() raises what the task raised, or CancelledError), and
+        # the job queued for this turn's hand-back.
+        try:
+            value = task.result()
+        except BaseException as exc:
+            job.ok = False
+            job.value = exc
+        else:
+            job.ok = True
+            job.value = value
+        self.done.append(job)
+        if not self.handing_back:
+            self.handing_back = True
+            companion = self.companion
+            assert companion is not None
+            companion.loop.call_soon(self.hand_back_cb)
+
+    def _hand_back(self) -> None:
+        # Once per turn of the companion's loop: this turn's finished jobs to the gev loop,
+        # under one lock, with at most one wake-up.
+        self.handing_back = False
+        done = self.done
+        if not done:
+            return
+        self.done = []
+        results = self.results
+        with self.lock:
+            for job in done:
+                owner = job.owner
+                if owner is None or owner._cancelled:
+                    continue
+                results.append(job)
+            if self.armed or not results:
+                return
+            self.armed = True
+            self.wakeups += 1
+            self.loop.call_soon_threadsafe(self.deliver)
+
+    # ------------------------------------------------------------------ loop thread
 
     def _deliver(self) -> None:
         # Loop thread: settle every result posted so far (and those posted meanwhile).
@@ -399,12 +534,12 @@ class LoopLink:
         )
 
 
-_NOT_WAITING = 0
+_NOT_WAITING: Final = 0
 
 # What _submit did with a job.
-_REFUSED = 0  # no room: it stays held, and we wait for room
-_ACCEPTED = 1  # the runner has it
-_SETTLED = 2  # the runner cannot run it at all: failed on the spot
+_REFUSED: Final = 0  # no room: it stays held, and we wait for room
+_ACCEPTED: Final = 1  # the runner has it
+_SETTLED: Final = 2  # the runner cannot run it at all: failed on the spot
 
 
 class ConnectionJobs:
@@ -456,8 +591,10 @@ class ConnectionJobs:
         #: Coroutine jobs that were running when the connection went away.
         self._dying: list[Job] = []
         #: Guards ``_cancelled`` against posts from runner threads: once :meth:`cancel`
-        #: returns, nothing more is posted to the loop (which may close its waker next).
-        self._lock = threading.Lock()
+        #: returns, nothing more is posted to the loop (which may close its waker next). The
+        #: link's lock, shared by the loop's connections: the companion hands back a turn's
+        #: results under one lock, whichever connections they are for.
+        self._lock = self._link.lock
         self._cancelled = False
         self._closing = False
         #: THREAD or COROUTINE while waiting for room in that runner, else 0.
@@ -1186,14 +1323,20 @@ class AsyncHandler:
             if isinstance(arg, (memoryview, bytearray)):
                 args = owned_args(args)
                 break
-        coro = self._on_message(conn, *args)
+        # The protocols' usual (conn, ctx, data) called directly, not re-packed as *args.
+        coro = (
+            self._on_message(conn, args[0], args[1])
+            if len(args) == 2
+            else self._on_message(conn, *args)
+        )
         # conn._offload_jobs(), unless that has something to do (a first job, inline replies
         # of the same read to queue first) or conn is not a gev Connection.
         jobs = getattr(conn, "_jobs", None)
         loop = getattr(conn, "_loop", None)
-        if jobs is None or loop is None or loop._out:
-            jobs = conn._offload_jobs()
-        jobs.run_coroutine(coro)
+        if isinstance(jobs, ConnectionJobs) and loop is not None and not loop._out:
+            jobs.run_coroutine(coro)  # a native call: jobs' type is known here
+            return
+        conn._offload_jobs().run_coroutine(coro)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.__wrapped__, name)
