@@ -33,8 +33,9 @@ by :meth:`Connection._refresh`, and stored as a small int in ``_reader``. The lo
     reply this way).
 ``READ_RELAY``
     a connection joined to another by :meth:`Connection.relay`: one read, written as it is to
-    the other connection (``_read_relay``), no protocol, no handler. A relayed connection with
-    a stage (TLS) reads ``READ_STAGED`` and relays the plaintext from ``_receive``.
+    the other connection, no protocol, no handler; written out in the loop's body too, as
+    ``READ_MESSAGES`` (``_read_relay`` is the same steps). A relayed connection with a stage
+    (TLS) reads ``READ_STAGED`` and relays the plaintext from ``_receive``.
 
 Every byte the connection sends goes through one helper, :meth:`Connection._send` (plaintext:
 a protocol's frames, replies, ``write``, fan-out), which hands it to :meth:`Connection._transmit`
