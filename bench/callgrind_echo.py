@@ -111,6 +111,14 @@ SERVERS = {
         "--upstream",
         "127.0.0.1:{upstream}",
     ],
+    "gev-proxy-handlers": [
+        "{python}",
+        str(BENCH / "servers" / "gev_proxy_handlers.py"),
+        "--listen",
+        "127.0.0.1:{port}",
+        "--upstream",
+        "127.0.0.1:{upstream}",
+    ],
     "uvloop-proxy": [
         "{python}",
         str(BENCH / "servers" / "asyncio_proxy.py"),

@@ -129,6 +129,14 @@ SERVERS: dict[str, dict] = {
         ],
         "tags": {"proxy"},
     },
+    # The same proxy forwarding in its handlers (what examples/proxy.py did before relay).
+    "gev-proxy-handlers": {
+        "cmd": [
+            *("{python}", "{bench}/servers/gev_proxy_handlers.py", "--listen"),
+            *("127.0.0.1:{port}", "--upstream", "127.0.0.1:{upstream}"),
+        ],
+        "tags": {"proxy"},
+    },
     "bare-python": {
         "cmd": ["{python}", "{bench}/servers/bare_epoll_echo.py", "--port", "{port}"],
         "tags": {"tcp", "pb"},

@@ -31,6 +31,11 @@ by :meth:`Connection._refresh`, and stored as a small int in ``_reader``. The lo
     given a handler of its own): the same steps, written out in the loop's body too, which
     calls the connection's handler instead of the loop's (a proxy's upstream side reads every
     reply this way).
+``READ_RELAY``
+    a connection joined to another by :meth:`Connection.relay`: one read, written as it is to
+    the other connection, no protocol, no handler; written out in the loop's body too, as
+    ``READ_MESSAGES`` (``_read_relay`` is the same steps). A relayed connection with a stage
+    (TLS) reads ``READ_STAGED`` and relays the plaintext from ``_receive``.
 
 Every byte the connection sends goes through one helper, :meth:`Connection._send` (plaintext:
 a protocol's frames, replies, ``write``, fan-out), which hands it to :meth:`Connection._transmit`
@@ -149,6 +154,7 @@ READ_STAGED: Final = 3
 READ_DISCARD: Final = 4
 READ_NONE: Final = 5
 READ_MESSAGES_OWN: Final = 6
+READ_RELAY: Final = 7
 
 _UNREGISTERED: Final = -1
 
@@ -282,6 +288,8 @@ class Connection(Weakrefable):
         "_read_size",
         "_reader",
         "_reason",
+        "_relay",
+        "_relay_hold",
         "_shared",
         "_shut",
         "_stage_in",
@@ -372,6 +380,10 @@ class Connection(Weakrefable):
         self._jobs: ConnectionJobs | None = None
         self._owed = False
         self._jobs_hold = False
+        #: The connection this one is joined to by ``relay`` (both ways), and whether this
+        #: one is not read because that one's output is above high_water.
+        self._relay: Connection | None = None
+        self._relay_hold = False
 
     # ------------------------------------------------------------------ public, any thread
 
@@ -388,7 +400,8 @@ class Connection(Weakrefable):
     def protocol(self, protocol: Protocol) -> None:
         self._protocol = protocol
         self._shared = None  # the previous protocol's answer
-        self._kind = _reader_for(protocol, self.handler is self._loop._handler)
+        if self._relay is None:  # a relayed connection's bytes bypass the protocol
+            self._kind = _reader_for(protocol, self.handler is self._loop._handler)
         self._refresh()
 
     def pin_shared_packer(self, packer: Callable[[Any], bytes] | None) -> None:
@@ -617,6 +630,68 @@ class Connection(Weakrefable):
         else:
             loop.call_soon_threadsafe(self._send, _owned(data))
 
+    def relay(self, other: Connection) -> None:
+        """Join this connection to ``other``: from now on the bytes each receives are written
+        to the other as they are, both ways, with backpressure and closing built in.
+
+        What a proxy or a tunnel does once it has its two connections (the upstream's
+        ``connect`` callback; after a handshake of its own, such as SOCKS or HTTP CONNECT):
+        gev reads one and writes the other itself, without calling either handler's
+        ``on_message`` or the protocols. Input a protocol kept from before (a partial frame) is
+        written first. On TLS connections the plaintext is relayed.
+
+        * Backpressure: while one connection's unsent output is above the high water mark, the
+          other is not read, until that output has drained to the low water mark; each
+          direction on its own. The handlers' ``pause_writing``/``resume_writing`` are not
+          called for relayed connections (the relay uses them); ``pause_reading`` still works
+          and is independent of the relay's holds.
+        * Closing: when either connection closes, for whatever reason, the other is closed
+          after what it is still owed, as with :meth:`close`. ``on_close`` runs for both.
+        * Bytes are counted in the loop's statistics, messages are not.
+
+        Both connections must be open and belong to the same loop; call it on that loop's
+        thread, outside ``on_message`` of a protocol that may hand over several messages per
+        read (their rest would still go to the handler). A connection is relayed to one
+        other for the rest of its life.
+
+        :raises ValueError: ``other`` is this connection, on another loop, or either is
+            already relayed.
+        :raises ConnectionClosed: either connection is closing or closed.
+        :raises RuntimeError: called off the loop thread.
+        """
+        loop = self._loop
+        if loop._thread_id != _get_ident():
+            raise RuntimeError("relay() must be called on the connections' loop thread")
+        if other is self or other._loop is not loop:
+            raise ValueError("relay() joins two different connections of one loop")
+        if self._relay is not None or other._relay is not None:
+            raise ValueError("a connection is relayed to one other connection only")
+        if self._state != OPEN or other._state != OPEN:
+            raise ConnectionClosed(f"{self if self._state != OPEN else other!r} is closed")
+        pending: list[tuple[Connection, bytes]] = []
+        for conn, peer in ((self, other), (other, self)):
+            conn._relay = peer
+            conn._kind = READ_RELAY
+            conn._writing_hooks = _RELAY_HOOKS
+            inbuf = conn._in
+            if inbuf is not None:
+                # What the protocol left unparsed came before anything read from now on.
+                view = inbuf.linear_view()
+                pending.append((conn, bytes(view)))
+                view.release()
+                conn._in = None
+            conn._yielded = False
+            out = conn._out
+            if out is not None and len(out) > loop.high_water:
+                # Already above high_water: hold the other side until this output drains.
+                conn._writing_paused = True
+                peer._relay_hold = True
+        for conn in (self, other):
+            conn._refresh()
+            conn._account()
+        for conn, data in pending:
+            conn._relay_out(data)
+
     def close(self, *, reason: str = "local") -> None:
         """Close once everything already sent is flushed. Safe from any thread; idempotent.
 
@@ -794,10 +869,12 @@ class Connection(Weakrefable):
                 self._paused
                 or self._jobs_hold
                 or self._read_paused
+                or self._relay_hold
                 or (self._yielded and self._in is not None)
             ):
-                # Backpressure (output, replies owed, or the application's pause_reading), or
-                # input left waiting for its turn: no reading meanwhile.
+                # Backpressure (output, replies owed, the application's pause_reading, or the
+                # relayed-to connection's output), or input left waiting for its turn: no
+                # reading meanwhile.
                 reader = READ_NONE
             elif self._preamble is not None or self._tls is not None:
                 reader = READ_STAGED
@@ -811,6 +888,7 @@ class Connection(Weakrefable):
                     (self._out is not None or self._owed)
                     and reader != READ_FRAMES
                     and reader != READ_BUFFERED
+                    and reader != READ_RELAY
                 ):
                     # Output pending, or replies owed: a reply must queue behind them, which
                     # the general path does (READ_MESSAGES writes at once; READ_FRAMES queues
@@ -845,7 +923,9 @@ class Connection(Weakrefable):
     def _on_read(self) -> None:
         """The loop's entry for a READ event: read the way ``_reader`` says."""
         reader = self._reader
-        if reader == READ_MESSAGES:
+        if reader == READ_RELAY:
+            self._read_relay()
+        elif reader == READ_MESSAGES:
             self._read_messages()
         elif reader == READ_FRAMES:
             self._read_frames()
@@ -981,6 +1061,25 @@ class Connection(Weakrefable):
         elif self._yielded:
             self._yielded = False  # continue_later, then nothing was left after all
 
+    def _read_relay(self) -> None:
+        # READ_RELAY: one read, straight to the connection this one is joined to.
+        data = self._read_bytes()
+        if data is not None:
+            self._relay_out(data)
+
+    def _relay_out(self, data: bytes) -> None:
+        peer = self._relay
+        if peer is None or peer._state != OPEN:
+            return  # it is closing, and closes this one once closed (_finalize)
+        if self._loop._deferred or peer._tls is not None:
+            # Something deferred in this batch may be for the peer (this write stays behind
+            # it), or the bytes need encrypting: the general write.
+            peer.write(data)
+        else:
+            # What write does for another connection mid-batch, and buffers past what the
+            # kernel takes (the peer's water marks then hold this connection: _relay_pause).
+            peer._transmit(data, True)
+
     def _read_buffered(self) -> None:
         # READ_BUFFERED: input left over, or a protocol that wants a memoryview.
         data = self._read_bytes()
@@ -1010,6 +1109,9 @@ class Connection(Weakrefable):
     def _receive(self, data: bytes) -> None:
         """Plaintext for the protocol, the general way: through the input ring buffer when bytes
         are left over from before, as a ``memoryview`` for a protocol that wants one."""
+        if self._kind == READ_RELAY:  # plaintext of a relayed TLS connection
+            self._relay_out(data)
+            return
         loop = self._loop
         out = loop._out
         inbuf = self._in
@@ -1759,6 +1861,11 @@ class Connection(Weakrefable):
             loop._connection_closed(self)
         else:
             loop._connection_gone(self)
+        peer = self._relay
+        if peer is not None:
+            # Relayed: the other side closes too, after what it is still owed (as close()).
+            self._relay = peer._relay = None
+            peer._loop_call(peer._close, R_LOCAL)
         attempt = self._connecting
         if attempt is not None:
             # An outbound connection closed before it was ready (on_connect failed, the peer
@@ -1774,6 +1881,25 @@ class Connection(Weakrefable):
 
 def _noop(conn: Any) -> None:
     return None
+
+
+# A relayed connection's writing hooks (Connection.relay): its output crossing the water marks
+# holds and releases reading the connection that feeds it.
+def _relay_pause(conn: Connection) -> None:
+    src = conn._relay
+    if src is not None and not src._relay_hold:
+        src._relay_hold = True
+        src._refresh()
+
+
+def _relay_resume(conn: Connection) -> None:
+    src = conn._relay
+    if src is not None and src._relay_hold:
+        src._relay_hold = False
+        src._refresh()
+
+
+_RELAY_HOOKS: Final[WritingHooks] = (_relay_pause, _relay_resume)
 
 
 def _reader_for(protocol: Protocol, loop_handler: bool = True) -> int:

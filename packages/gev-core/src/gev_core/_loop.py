@@ -7,11 +7,12 @@ ring-buffer path; the stages before the protocol), ``Connection._on_event`` for 
 or, for the loop's own fds (the listener, the waker), to ``_on_internal``. The two common
 strategies are written out in the loop's body instead of called: ``READ_MESSAGES``, the default
 protocol's one read, one ``on_message``, one write (all a plain echo does; with
-``READ_MESSAGES_OWN``, the same for a connection with a handler of its own), and
-``READ_FRAMES``, one read handed to a framed protocol's ``receive`` (protobuf, WebSocket); the
-calls would be a measurable share of their cost (``bench/RESULTS.md``, "one read path"). They
-are the same steps as ``Connection._read_messages`` / ``_read_frames``, which serve the events
-the loop hands over. Every read hands on at most ``READ_BUFFER_SIZE`` bytes, read in one
+``READ_MESSAGES_OWN``, the same for a connection with a handler of its own; ``READ_RELAY``, the
+same read written to the connection joined by ``Connection.relay``), and ``READ_FRAMES``, one
+read handed to a framed protocol's ``receive`` (protobuf, WebSocket); the calls would be a
+measurable share of their cost (``bench/RESULTS.md``, "one read path"). They are the same
+steps as ``Connection._read_messages`` / ``_read_relay`` / ``_read_frames``, which serve the
+events the loop hands over. Every read hands on at most ``READ_BUFFER_SIZE`` bytes, read in one
 ``read(2)`` (two when a small first one fills up: ``READ_SMALL_SIZE`` in ``_connection.py``).
 
 While a batch of events is being dispatched, sends, writes and closes asked for on the loop thread
@@ -57,6 +58,7 @@ from ._connection import (
     READ_FRAMES,
     READ_MESSAGES,
     READ_MESSAGES_OWN,
+    READ_RELAY,
     READ_SMALL_SIZE,
     Connection,
     _read,
@@ -476,6 +478,7 @@ class EventLoop(Weakrefable):
         READ_ = READ
         MESSAGES = READ_MESSAGES
         OWN = READ_MESSAGES_OWN
+        RELAY = READ_RELAY
         FRAMES = READ_FRAMES
         out = self._out
         SMALL = READ_SMALL_SIZE
@@ -556,13 +559,14 @@ class EventLoop(Weakrefable):
                     elif conn._yielded:
                         conn._yielded = False
                     continue
-                if reader != MESSAGES and reader != OWN:
+                if reader != MESSAGES and reader != OWN and reader != RELAY:
                     conn._on_read()
                     continue
                 # READ_MESSAGES (or READ_MESSAGES_OWN, the same with the connection's own
-                # handler: a proxy's upstream side): one read, one on_message, its reply
-                # written at once (the strategy guarantees nothing is buffered either way, and
-                # no TLS).
+                # handler): one read, one on_message, its reply written at once (the strategy
+                # guarantees nothing is buffered either way, and no TLS). READ_RELAY (a
+                # connection joined by Connection.relay): the same read, written to the other
+                # connection (Connection._read_relay).
                 size = conn._read_size
                 try:
                     data = read(fd, size)
@@ -579,6 +583,16 @@ class EventLoop(Weakrefable):
                     data = conn._read_rest(data, size)
                     got = len(data)
                 conn.last_active = now
+                if reader == RELAY:
+                    peer = conn._relay
+                    if peer is not None and peer._state == OPEN:
+                        if deferred or peer._tls is not None:
+                            peer.write(data)
+                        else:
+                            peer._transmit(data, True)
+                    if counting:
+                        b_in += got
+                    continue
                 try:
                     if reader == MESSAGES:
                         reply = on_message(conn, None, data)
