@@ -110,3 +110,56 @@ def test_one_read_is_one_message_whatever_the_sizes_before():
             sock.sendall(payload)
             assert recv_exactly(sock, size) == payload
     assert seen == sizes
+
+
+@pytest.mark.parametrize("protocol", ["default", "line"])
+@pytest.mark.parametrize("ending", ["eof", "reset"])
+def test_a_full_small_read_whose_completing_read_meets_the_end(protocol, ending):
+    # A first read of READ_SMALL_SIZE (256) bytes that fills up is completed at once by a read
+    # of the rest (_read_rest). When the peer's FIN or RST is what that read meets, the 256
+    # bytes are still handed on in one piece, and the connection then closes for that reason:
+    # an EOF the next read meets again; an error (ECONNRESET on Linux, the RST after exactly
+    # 256 unread bytes) is dealt with right after the batch. The loop is held by another
+    # connection's handler while the bytes and the FIN or RST arrive, so both are waiting
+    # when the loop reads.
+    import queue
+    import struct
+
+    gate = threading.Event()
+    holding = threading.Event()
+    seen: list[int] = []
+    connected: queue.Queue[object] = queue.Queue()
+    closed: queue.Queue[str | None] = queue.Queue()
+    payload = b"x" * 255 + b"\n"
+
+    class Victim(Handler):
+        def on_connect(self, conn):
+            connected.put(conn)
+
+        def on_message(self, conn, ctx, data):
+            if bytes(data).startswith(b"hold"):
+                holding.set()
+                gate.wait(5)
+                return b"held\n"
+            seen.append(len(data))
+            return None
+
+        def on_close(self, conn):
+            closed.put(conn.close_reason)
+
+    with serve(Victim(), protocol=protocol) as server, connect(server) as holder:
+        with connect(server) as sock:
+            connected.get(timeout=5)
+            connected.get(timeout=5)
+            holder.sendall(b"hold\n")
+            assert holding.wait(5)
+            sock.sendall(payload)
+            if ending == "reset":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            else:
+                sock.shutdown(socket.SHUT_WR)
+        gate.set()
+        assert recv_exactly(holder, 5) == b"held\n"
+        assert closed.get(timeout=5) == ending
+    # The line protocol hands on the line without its "\n".
+    assert seen == [256 if protocol == "default" else 255]

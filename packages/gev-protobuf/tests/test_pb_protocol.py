@@ -590,6 +590,64 @@ def test_a_subclass_can_override_pack_whether_or_not_the_protocol_is_compiled() 
     assert out == b"<" + pack_message("x", b"1") + b"><" + pack_message("x", b"2") + b">"
 
 
+def test_a_pack_override_also_frames_a_single_frame_reply() -> None:
+    # One whole frame per read takes receive()'s shortcut, which frames (name, bytes) replies
+    # itself: a subclass's pack must still see them.
+    class Tagged(ProtobufProtocol):
+        def pack(self, conn: Any, data: Any) -> bytes:
+            return b"<" + super().pack(conn, data) + b">"
+
+    messages, out = feed(
+        Tagged(), [pack_message("a", b"1"), pack_message("a", b"2")], reply=echo_reply
+    )
+    assert messages == [("a", b"1"), ("a", b"2")]
+    assert out == b"<" + pack_message("a", b"1") + b"><" + pack_message("a", b"2") + b">"
+
+
+def echo_reply(conn: Any, name: Any, data: Any) -> Any:
+    return name, data
+
+
+def test_single_frame_replies_of_every_length_class_are_framed_exactly() -> None:
+    # The shortcut's u32 length fields: made once per small length and kept, made per frame
+    # above that. Lengths around the boundary, twice each (the second from the kept one).
+    protocol = ProtobufProtocol()
+    for size in [0, 1, 63, 2032, 2033, 2034, 2035, 5000, 0, 2033, 2034, 70000]:
+        frame = pack_message("pkg.Size", b"p" * size)
+        messages, out = feed(protocol, [frame], reply=echo_reply)
+        assert messages == [("pkg.Size", b"p" * size)]
+        assert out == frame, size
+        _, out = feed(protocol, [frame], reply=lambda conn, name, data: ("other.Name", data))
+        assert out == pack_message("other.Name", b"p" * size)
+
+
+def test_each_frame_reaches_the_connection_s_current_handler() -> None:
+    # The shortcut remembers the last handler's bound on_message: a connection whose handler
+    # was replaced, or another connection with its own handler, must reach the right one.
+    from gev_core.testing import FakeConnection
+
+    class Named(Handler):
+        def __init__(self, tag: str) -> None:
+            self.tag = tag
+
+        def on_message(self, conn: Any, ctx: Any, data: Any) -> Any:
+            return ctx, self.tag.encode() + data
+
+    protocol = ProtobufProtocol()
+    first, second = Named("1"), Named("2")
+    conn: Any = FakeConnection(first, protocol)
+    other: Any = FakeConnection(second, protocol)
+    frame = pack_message("m", b"x")
+    for c, tag in [(conn, b"1"), (conn, b"1"), (other, b"2"), (conn, b"1")]:
+        out: list[Any] = []
+        assert protocol.receive(c, frame, out) == len(frame)
+        assert out == [pack_message("m", tag + b"x")]
+    conn.handler = second
+    out = []
+    protocol.receive(conn, frame, out)
+    assert out == [pack_message("m", b"2x")]
+
+
 def test_frames_are_shared_between_connections() -> None:
     from gev_core.testing import FakeConnection
 

@@ -481,6 +481,10 @@ class EventLoop(Weakrefable):
         RELAY = READ_RELAY
         FRAMES = READ_FRAMES
         out = self._out
+        # The bound receive of the protocol read last: connections share their server's
+        # protocol, and an identity check costs less than looking the method up per read.
+        receiving: Any = None
+        receive: Any = None
         SMALL = READ_SMALL_SIZE
         now = self.now
         monotonic_ns = time.monotonic_ns
@@ -538,7 +542,13 @@ class EventLoop(Weakrefable):
                     if counting:  # at once: receive may close the connection at once
                         stats.bytes_in += got
                     try:
-                        consumed = conn._protocol.receive(conn, data, out)
+                        protocol = conn._protocol
+                        if protocol is not receiving:
+                            receive = protocol.receive
+                            receiving = protocol
+                        # Typed: compared with got as native ints, not boxed and compared
+                        # as objects (a non-int from a protocol is its error, caught below).
+                        consumed: int = receive(conn, data, out)
                         if out:
                             reply = out[0] if len(out) == 1 else b"".join(out)
                             out.clear()

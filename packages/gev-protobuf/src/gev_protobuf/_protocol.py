@@ -25,7 +25,7 @@ from __future__ import annotations
 import codecs
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from gev_core import NEED_MORE_DATA, Protocol, ProtocolError
 from google.protobuf.message import Message  # type: ignore[import-untyped, unused-ignore]
@@ -69,6 +69,17 @@ def _peer_error(exc: FrameError) -> ProtocolError:
     return ProtocolError(f"protobuf: {exc}")
 
 
+# receive()'s shortcut: the u32 length field of a reply shorter than this, made once per length
+# seen and kept (int.to_bytes and the object it makes cost about 250 instructions a frame; an
+# index, a dozen). Small replies are where a frame's fixed costs matter; larger ones take
+# to_bytes. 16 KiB of pointers per process, and only the lengths seen get a bytes object.
+_HEADS_SIZE: Final = 2048
+_heads: Final[list[bytes | None]] = [None] * _HEADS_SIZE
+
+# No handler: what receive()'s shortcut has seen before its first frame.
+_NOBODY: Final = object()
+
+
 # Compiled where the wheel is: a native class on top of gev-core's interpreted Protocol (mypyc
 # builds it at import time from the base it finds, which is safe as long as that base is not
 # itself compiled: tests/test_compiled.py keeps gev_core._protocol interpreted). Users may
@@ -104,11 +115,18 @@ class ProtobufProtocol(Protocol):
         self._registry = registry
         # receive()'s one-frame shortcut takes frames up to this length; -1 (none) with a
         # registry, whose parsing lives on the general path. One compare instead of two.
-        self._shortcut_max = max_frame_size if registry is None else -1
+        # So does a subclass's own pack: the shortcut frames replies without calling it.
+        direct = registry is None and type(self).pack is ProtobufProtocol.pack
+        self._shortcut_max = max_frame_size if direct else -1
         #: receive()'s shortcut: the type name it saw last, after its u16 length (the frame's
         #: bytes 4 to the payload, also the reply's), and that name decoded. One tuple, read
         #: and replaced whole: the loops of a server share this object.
         self._recent: tuple[bytes, str] = (b"", "")
+        #: receive()'s shortcut: the handler it called last and that handler's bound
+        #: ``on_message``, so that the next frame for it (usually every frame: the server's
+        #: handler) costs an identity check instead of a method lookup. Replaced whole, as
+        #: _recent. Keeps that handler alive until another one takes its place.
+        self._dispatch: tuple[object, Any] = (_NOBODY, None)
         # Built once: shared_packer must hand every connection the same object.
         self._shared = functools.partial(self.pack, None)
 
@@ -218,18 +236,28 @@ class ProtobufProtocol(Protocol):
                     if name is not None:
                         self._recent = (named, name)
                 if name is not None:
-                    reply = conn.handler.on_message(conn, name, buf[name_end:])
+                    handler = conn.handler
+                    seen, on_message = self._dispatch
+                    if handler is not seen:
+                        on_message = handler.on_message
+                        self._dispatch = (handler, on_message)
+                    reply = on_message(conn, name, buf[name_end:])
                     if type(reply) is tuple and len(reply) == 2:
                         reply_name, payload = reply
                         block = named if reply_name is name else _name_blocks.get(reply_name)
                         if block is not None and type(payload) is bytes:
-                            try:
-                                head = (len(block) + len(payload)).to_bytes(4, "big")
-                            except OverflowError:
-                                pass  # over 4 GiB: pack() below raises the FrameError
-                            else:
-                                # Compiled, both are native calls and the frame is built in
-                                # one allocation (two concatenations would be two).
+                            total = len(block) + len(payload)
+                            head: bytes | None = None
+                            if total < _HEADS_SIZE:
+                                head = _heads[total]
+                                if head is None:
+                                    head = _heads[total] = total.to_bytes(4, "big")
+                            elif total <= MAX_FRAME_LENGTH:
+                                head = total.to_bytes(4, "big")
+                            # else over 4 GiB: pack() below raises the FrameError
+                            if head is not None:
+                                # Compiled, the frame is built in one allocation (two
+                                # concatenations would be two).
                                 out.append(b"%b%b%b" % (head, block, payload))
                                 return size
                     if reply is not None:
