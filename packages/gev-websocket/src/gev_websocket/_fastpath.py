@@ -91,11 +91,15 @@ del _k
 _XOR_TABLES = [bytes(a ^ b for a in range(256)) for b in range(256)]
 
 _NativeMask = Callable[[Any, Any], bytes]
+_NativeFrame = Callable[[Any, int, int], bytes]
 _apply_mask: _NativeMask | None
+_unmask_frame: _NativeFrame | None
 try:
     from ._unmask import apply_mask as _apply_mask
+    from ._unmask import unmask_frame as _unmask_frame
 except ImportError:  # a pure wheel, or GEV_PURE_PYTHON=1
     _apply_mask = None
+    _unmask_frame = None
 
 #: Whether :func:`unmask` and the fast path use a native XOR (see the module docstring).
 NATIVE_UNMASK = _apply_mask is not None

@@ -189,20 +189,12 @@ def _reply_type_error(kind: Any, reply: Any) -> TypeError:
     )
 
 
-def _websocket_adapter(on_message: Callable[..., Any]) -> Callable[[Any, Any], Any]:
-    """Turn ``(MessageType, reply)`` into what the session frames: str = text, bytes = binary."""
-
-    def call(conn: Any, message: Any) -> Any:
-        result = on_message(conn, message)
-        if result is None:
-            return None
-        return _typed_reply(result)
-
-    return call
-
-
 def _typed_reply(result: Any) -> Any:
-    """``(MessageType, reply)`` as the session frames it: str = text, bytes = binary."""
+    """``(MessageType, reply)`` as the session frames it: str = text, bytes = binary.
+
+    A WebSocketHandler's session calls its ``on_message`` directly and unpacks the common
+    replies itself (``_session._untyped``); it calls this for the others.
+    """
     kind, reply = result
     if reply is None:
         return None
@@ -278,8 +270,9 @@ class WebSocketProtocol(Protocol):
         self.linger_timeout = linger_timeout
         self.fast_path = fast_path
         self.work_per_turn = work_per_turn
-        # Per handler, built once: the message adapter and which optional callbacks exist.
-        self._wiring: dict[int, tuple[Any, Any, Any, Any, bool]] = {}
+        # Per handler, built once: what the session calls with each message, whether that
+        # returns (MessageType, data), and which optional callbacks exist.
+        self._wiring: dict[int, tuple[Any, bool, Any, Any, Any, bool]] = {}
         # Fail at construction, not on the first connection, if the limits are nonsense.
         WebSocketSession(
             max_message_size=max_message_size,
@@ -315,17 +308,17 @@ class WebSocketProtocol(Protocol):
 
     # -- per connection ------------------------------------------------------------------
 
-    def _wire(self, handler: Any) -> tuple[Any, Any, Any, Any, bool]:
+    def _wire(self, handler: Any) -> tuple[Any, bool, Any, Any, Any, bool]:
         wiring = self._wiring.get(id(handler))
         if wiring is None:
             # A handler with async def callbacks comes wrapped by the server (gev-core's
             # AsyncHandler, the application's handler as ``__wrapped__``); its on_message
             # takes the same arguments and returns None, the reply comes later through pack.
             app = getattr(handler, "__wrapped__", handler)
-            if isinstance(app, WebSocketHandler):
-                adapter = _websocket_adapter(handler.on_message)
-            else:
-                adapter = _core_adapter(handler.on_message)
+            typed = isinstance(app, WebSocketHandler)
+            # A WebSocketHandler's on_message is called as it is, once per message, and its
+            # (MessageType, data) reply unpacked by the session.
+            adapter = handler.on_message if typed else _core_adapter(handler.on_message)
             on_open = getattr(app, "on_open", None) if _overrides(app, "on_open") else None
             on_pong = getattr(app, "on_pong", None) if _overrides(app, "on_pong") else None
             per_conn_request = _overrides(app, "on_request") and callable(
@@ -333,6 +326,7 @@ class WebSocketProtocol(Protocol):
             )
             wiring = (
                 adapter,
+                typed,
                 on_open,
                 on_pong,
                 app.on_request if per_conn_request else None,
@@ -343,7 +337,7 @@ class WebSocketProtocol(Protocol):
         return wiring
 
     def connection_made(self, conn: Connection) -> None:
-        adapter, _, on_pong, handler_request, per_conn = self._wire(conn.handler)
+        adapter, typed, _, on_pong, handler_request, per_conn = self._wire(conn.handler)
         upgrader = self.upgrader
         on_request: Any = upgrader.on_request
         if per_conn:
@@ -369,6 +363,8 @@ class WebSocketProtocol(Protocol):
         )
         session.lingering = False
         session.timer = None
+        if typed:
+            session._typed_replies = _typed_reply
         conn.state = session
         timeout = upgrader.handshake_timeout
         if timeout is not None:
@@ -381,7 +377,7 @@ class WebSocketProtocol(Protocol):
         # Fan-out's answer holds from now until a close frame (_start_close, _linger unpin
         # it): pinned, it costs no call per subscriber per published batch.
         conn.pin_shared_packer(self.shared_packer(conn))
-        on_open = self._wire(conn.handler)[1]
+        on_open = self._wire(conn.handler)[2]
         if on_open is not None:
             on_open(conn)
 

@@ -59,11 +59,11 @@ from ._fastpath import (
     _REPUNIT,
     _SHORT,
     INT_UNMASK_MAX,
-    _apply_mask,
     _from_bytes,
     _pack_long,
     _pack_medium,
     _repunit,
+    _unmask_frame,
     _unmask_translate,
     _unpack_long,
     _unpack_medium,
@@ -197,6 +197,26 @@ def _error_response(status: int, reason: str, headers: HeaderList = ()) -> bytes
     return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
+def _untyped(result: Any, convert: Callable[[Any], Reply]) -> Reply:
+    """A handler's ``(MessageType, data)`` reply as the session frames it: str = text, bytes =
+    binary, None = nothing.
+
+    The common replies are taken here (compiled: no Python call); anything else goes to
+    *convert* (the protocol's ``_typed_reply``), which converts it or raises. ``kind == 2``
+    holds for ``MessageType.BINARY`` and for a plain 2, which *convert* accepts alike.
+    """
+    if type(result) is tuple and len(result) == 2:
+        reply = result[1]
+        kind = result[0]
+        if type(reply) is bytes:
+            if kind == 2:
+                return reply
+        elif type(reply) is str:
+            if kind == 1:
+                return reply
+    return convert(result)
+
+
 def _frame_extent(data: bytes | bytearray | memoryview, pos: int, end: int) -> tuple[int, int]:
     """``(header size, payload size)`` of the frame at ``data[pos]``; ``(-1, 0)`` if cut short.
 
@@ -321,6 +341,7 @@ class WebSocketSession:
         "_pending",
         "_pending_need",
         "_turn",
+        "_typed_replies",
         "_work",
         "_ws",
         "_wsp_left",
@@ -376,7 +397,11 @@ class WebSocketSession:
         if on_message is None:
             on_message = _collect
             context = self.messages
-        self._on_message: Callable[[Any, Message], Reply] = on_message
+        self._on_message: Callable[[Any, Message], Any] = on_message
+        # Set by the reactor's protocol: on_message returns (MessageType, data), as
+        # WebSocketHandler's does, unpacked here (see _untyped) rather than by a wrapper
+        # around each call; this is the protocol's full conversion, for the other cases.
+        self._typed_replies: Callable[[Any], Reply] | None = None
         self._context = context
         self._on_open = on_open
         self._on_pong = on_pong
@@ -494,9 +519,9 @@ class WebSocketSession:
                 # The limit is below 2**63, so this also refuses a 64-bit length with its top
                 # bit set; start > end flags a cut or non-minimal header.
                 if stop <= end and n <= self._fast_limit:
-                    native = _apply_mask
+                    native = _unmask_frame
                     if native is not None:
-                        payload = native(data[start:stop], data[start - 4 : start])
+                        payload = native(data, start, n)
                     elif n <= INT_UNMASK_MAX:
                         k = (n + 3) >> 2
                         key *= _REPUNIT[k] or _repunit(k)
@@ -517,6 +542,8 @@ class WebSocketSession:
                     pos = stop
                     self.received += 1
                     reply = self._on_message(self._context, message)
+                    if reply is not None and self._typed_replies is not None:
+                        reply = _untyped(reply, self._typed_replies)
                     if reply is not None:
                         self.replied += 1
                         if type(reply) is not bytes or self._deflate is not None:
@@ -524,10 +551,12 @@ class WebSocketSession:
                         elif (k := len(reply)) < 126:
                             out.append(_BINARY_HEADERS[k] + reply)
                         elif k < 65536:
+                            # One chunk: the reactor joins what a read put in ``out`` anyway,
+                            # so a copy here is the one it would make, minus the join.
+                            out.append(_pack_medium(0x82, 126, k) + reply)
+                        else:
                             # Header and payload as two chunks: no copy of a big payload here,
                             # and a writev/join downstream copies it at most once.
-                            out += (_pack_medium(0x82, 126, k), reply)
-                        else:
                             out += (_pack_long(0x82, 127, k), reply)
                     if self._fast:
                         continue
@@ -912,6 +941,8 @@ class WebSocketSession:
                     message = data if isinstance(data, str) else bytes(data)
                 self.received += 1
                 reply = self._on_message(self._context, message)
+                if reply is not None and self._typed_replies is not None:
+                    reply = _untyped(reply, self._typed_replies)
                 if reply is not None and conn.state is _OPEN:
                     self.replied += 1
                     out.append(self._build_reply(reply))
