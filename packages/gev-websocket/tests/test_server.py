@@ -11,7 +11,13 @@ from typing import Any, ClassVar
 import gev_websocket
 import pytest
 import wsproto
-from gev_core import NEED_MORE_DATA, Connection, ConnectionClosed, get_plugin_manager
+from gev_core import (
+    NEED_MORE_DATA,
+    Connection,
+    ConnectionClosed,
+    get_plugin_manager,
+    write_shared,
+)
 from gev_core.testing import connect, serve
 from gev_websocket import (
     MessageType,
@@ -195,6 +201,38 @@ def test_server_initiated_close_reaches_the_peer(echo: Echo) -> None:
         assert (close.code, close.reason) == (4001, "go away")
         client.send(close.response())
         assert client.next_event() is None
+        client.close()
+
+
+def test_direct_session_close_unpins_the_shared_packer() -> None:
+    # conn.state.close() (the session's own close, not gev_websocket.close): its close frame
+    # is the last frame, so fan-out must not go on writing data frames with the packer the
+    # protocol pinned at the opening handshake.
+    fanned: list[tuple[int, int]] = []
+
+    class DirectCloser(Echo):
+        def on_message(self, conn: Connection, data: str | bytes) -> tuple[Any, Any] | None:
+            conn.write(conn.state.close(4002, "direct"))
+
+            def publish() -> None:
+                written, _, unshared = write_shared([conn], lambda pack: pack("late"), 1 << 20)
+                fanned.append((written, len(unshared)))
+
+            conn.loop.call_soon(publish)
+            return None
+
+    with serve(DirectCloser(), protocol=WebSocketProtocol()) as srv:
+        client = RawClient(srv).open()
+        client.send(TextMessage(data="close me"))
+        close = client.expect(CloseConnection)
+        assert (close.code, close.reason) == (4002, "direct")
+        deadline = time.monotonic() + 5
+        while not fanned and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # Not written: the connection asked shared_packer again, which says None after a close.
+        assert fanned == [(0, 1)]
+        client.send(close.response())
+        assert client.next_event() is None  # no "late" data frame after the close frame
         client.close()
 
 

@@ -153,6 +153,14 @@ class _Session(WebSocketSession):
             old.cancel()
         self.timer = timer
 
+    def close(self, code: int = 1000, reason: str = "") -> bytes:
+        # Fan-out's pinned answer (_opened) must not outlive the session's last data frame,
+        # whoever starts the close: the protocol's paths, or a direct conn.state.close().
+        conn: Connection | None = self._context
+        if conn is not None:
+            conn.pin_shared_packer(None)
+        return super().close(code, reason)
+
     def _build_compressed(self, reply: Any) -> bytes:
         conn: Connection = self._context
         if conn.replies_pending:
@@ -400,7 +408,6 @@ class WebSocketProtocol(Protocol):
             closed = session.receive(data, out)
         except Exception:
             logger.exception("closing %r with 1011: the WebSocket handler failed", conn)
-            conn.pin_shared_packer(None)
             frame = session.close(1011, "internal error")
             if frame:
                 out.append(frame)
