@@ -33,11 +33,14 @@ from wsproto.connection import ConnectionState
 from wsproto.events import Request
 
 from ._fastpath import build_message
+from . import _session
+from ._compiled import is_compiled
 from ._session import (
     DEFAULT_MAX_HANDSHAKE_SIZE,
     DEFAULT_MAX_MESSAGE_SIZE,
     Accept,
     Deflate,
+    FrameReader,
     Reject,
     WebSocketSession,
 )
@@ -60,6 +63,9 @@ logger = logging.getLogger("gev.websocket")
 
 _CONNECTING = ConnectionState.CONNECTING
 _OPEN = ConnectionState.OPEN
+
+# Pure Python, the protocol's own receive is the cheaper call (FrameReader would add a frame).
+_COMPILED_READER = is_compiled(_session)
 
 RequestHook = Callable[[Request], "Accept | Reject | None"]
 
@@ -281,6 +287,10 @@ class WebSocketProtocol(Protocol):
         # Per handler, built once: what the session calls with each message, whether that
         # returns (MessageType, data), and which optional callbacks exist.
         self._wiring: dict[int, tuple[Any, bool, Any, Any, Any, bool]] = {}
+        if _COMPILED_READER and type(self).receive is WebSocketProtocol.receive:
+            # The reactor's per-read call without an interpreted frame (see FrameReader). A
+            # cycle through this protocol, which lives as long as its server anyway.
+            self.receive = FrameReader(self).receive  # type: ignore[method-assign]
         # Fail at construction, not on the first connection, if the limits are nonsense.
         WebSocketSession(
             max_message_size=max_message_size,
@@ -399,6 +409,11 @@ class WebSocketProtocol(Protocol):
             session.release()
 
     def receive(self, conn: Connection, data: bytes | memoryview, out: list[Any]) -> int:
+        # Compiled, __init__ installs FrameReader.receive in its place: the same steps for an
+        # open session (keep the two in step), and this method for the rest.
+        return self.receive_general(conn, data, out)
+
+    def receive_general(self, conn: Connection, data: bytes | memoryview, out: list[Any]) -> int:
         session: _Session = conn.state
         if session.lingering:
             return len(data)
@@ -407,19 +422,12 @@ class WebSocketProtocol(Protocol):
         try:
             closed = session.receive(data, out)
         except Exception:
-            logger.exception("closing %r with 1011: the WebSocket handler failed", conn)
-            frame = session.close(1011, "internal error")
-            if frame:
-                out.append(frame)
-            closed = True
+            closed = self._handler_failed(conn, session, out)
         # Messages handed to the handler and the replies it returned: the loop's counters,
         # while they count (control frames and the handshake are not messages).
         conn.count_messages(session.received - received, session.replied - replied)
         if closed:
-            if session.failure is not None:
-                logger.warning("closing %r: %s", conn, session.failure)
-            self._linger(conn, session)
-            return len(data)
+            return self._closed(conn, session, len(data))
         left = session.unconsumed
         if left:
             # Its turn is over: the loop hands the rest back after serving the others.
@@ -427,6 +435,19 @@ class WebSocketProtocol(Protocol):
             conn.continue_later()
             return len(data) - left
         return len(data)
+
+    def _handler_failed(self, conn: Connection, session: _Session, out: list[Any]) -> bool:
+        logger.exception("closing %r with 1011: the WebSocket handler failed", conn)
+        frame = session.close(1011, "internal error")
+        if frame:
+            out.append(frame)
+        return True
+
+    def _closed(self, conn: Connection, session: _Session, consumed: int) -> int:
+        if session.failure is not None:
+            logger.warning("closing %r: %s", conn, session.failure)
+        self._linger(conn, session)
+        return consumed
 
     def pack(self, conn: Connection, data: Any) -> bytes:
         """Frame what ``conn.send`` was given (on the loop thread, in send order).

@@ -34,7 +34,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, final
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import Connection, ConnectionState
@@ -81,7 +81,7 @@ except ImportError:  # not a dependency: in pure Python the decorator changes no
         return lambda cls: cls
 
 
-__all__ = ["Accept", "Deflate", "Reject", "WebSocketSession"]
+__all__ = ["Accept", "Deflate", "FrameReader", "Reject", "WebSocketSession"]
 
 HeaderList = Sequence[tuple[bytes | str, bytes | str]]
 Message = str | bytes
@@ -989,6 +989,44 @@ class WebSocketSession:
         if isinstance(reply, str):
             return conn.send(TextMessage(data=reply))
         return conn.send(BytesMessage(data=bytes(reply)))
+
+
+@final
+class FrameReader:
+    """``WebSocketProtocol.receive`` for an open session, compiled: the reactor's one call per
+    read, without an interpreted frame.
+
+    The protocol (interpreted: applications subclass it) installs :meth:`receive` as its
+    instance's ``receive`` when this module is compiled. It does what the protocol's own
+    ``receive`` does, in the same order, and hands back to the protocol for everything but the
+    steady state: a closed session (lingering), a handler that raised, a close to start.
+    """
+
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol: Any) -> None:
+        self._protocol = protocol
+
+    def receive(self, conn: Any, data: bytes | bytearray | memoryview, out: list[bytes]) -> int:
+        session = conn.state
+        if not isinstance(session, WebSocketSession) or session.closed:
+            return self._protocol.receive_general(conn, data, out)  # type: ignore[no-any-return]
+        received = session.received
+        replied = session.replied
+        try:
+            closed = session.receive(data, out)
+        except Exception:
+            closed = self._protocol._handler_failed(conn, session, out)
+        conn.count_messages(session.received - received, session.replied - replied)
+        if closed:
+            return self._protocol._closed(conn, session, len(data))  # type: ignore[no-any-return]
+        left = session.unconsumed
+        if left:
+            # Its turn is over: the loop hands the rest back after serving the others.
+            session.unconsumed = 0
+            conn.continue_later()
+            return len(data) - left
+        return len(data)
 
 
 def _valid_key(request: Request) -> bool:
