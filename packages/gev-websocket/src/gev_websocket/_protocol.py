@@ -32,9 +32,9 @@ from gev_core import Connection, ConnectionClosed, Protocol, Server, TimerHandle
 from wsproto.connection import ConnectionState
 from wsproto.events import Request
 
-from ._fastpath import build_message
 from . import _session
 from ._compiled import is_compiled
+from ._fastpath import build_message
 from ._session import (
     DEFAULT_MAX_HANDSHAKE_SIZE,
     DEFAULT_MAX_MESSAGE_SIZE,

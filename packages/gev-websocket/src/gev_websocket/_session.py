@@ -208,12 +208,10 @@ def _untyped(result: Any, convert: Callable[[Any], Reply]) -> Reply:
     if type(result) is tuple and len(result) == 2:
         reply = result[1]
         kind = result[0]
-        if type(reply) is bytes:
-            if kind == 2:
-                return reply
-        elif type(reply) is str:
-            if kind == 1:
-                return reply
+        if type(reply) is bytes and kind == 2:
+            return reply
+        if type(reply) is str and kind == 1:
+            return reply
     return convert(result)
 
 
