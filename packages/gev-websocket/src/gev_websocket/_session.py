@@ -65,9 +65,9 @@ from ._fastpath import (
     _repunit,
     _unmask_frame,
     _unmask_translate,
-    _unpack_long,
-    _unpack_medium,
-    _unpack_short,
+    _unpack_head,
+    _unpack_key,
+    _unpack_long_size,
     build_binary,
     build_message,
     build_text,
@@ -496,23 +496,19 @@ class WebSocketSession:
             data, pos = self._slow_path(data, 0, out, False)
         end = len(data)
         while pos < end:
-            b0, b1, key = _unpack_short(data, pos) if end - pos >= 6 else _SHORT
+            b0, b1, n = _unpack_head(data, pos) if end - pos >= 6 else _SHORT
             # 0x81/0x82: FIN, no RSV bit, text/binary.  b1 >= 0x80: masked.
             if (b0 == 0x82 or b0 == 0x81) and b1 >= 0x80:
-                n = b1 - 0x80
-                start = pos + 6
-                if n >= 126:
-                    if n == 126:
-                        if end - pos >= 8:
-                            _, _, n, key = _unpack_medium(data, pos)
-                            start = pos + 8 if n >= 126 else end + 1
-                        else:
-                            start = end + 1
-                    elif end - pos >= 14:
-                        _, _, n, key = _unpack_long(data, pos)
-                        start = pos + 14 if n >= 65536 else end + 1
-                    else:
-                        start = end + 1
+                if b1 < 0x80 + 126:
+                    n = b1 - 0x80
+                    start = pos + 6
+                elif b1 == 0x80 + 126:  # n is the 16-bit length
+                    start = pos + 8 if end - pos >= 8 and n >= 126 else end + 1
+                elif end - pos >= 14:
+                    n = _unpack_long_size(data, pos + 2)[0]
+                    start = pos + 14 if n >= 65536 else end + 1
+                else:
+                    start = end + 1
                 stop = start + n
                 # The limit is below 2**63, so this also refuses a 64-bit length with its top
                 # bit set; start > end flags a cut or non-minimal header.
@@ -521,12 +517,14 @@ class WebSocketSession:
                     if native is not None:
                         payload = native(data, start, n)
                     elif n <= INT_UNMASK_MAX:
+                        key = _unpack_key(data, start - 4)[0]
                         k = (n + 3) >> 2
                         key *= _REPUNIT[k] or _repunit(k)
                         if n & 3:
                             key >>= (k << 5) - (n << 3)
                         payload = (_from_bytes(data[start:stop], "big") ^ key).to_bytes(n, "big")
                     else:  # a view, not a slice: _unmask_translate copies it anyway
+                        key = _unpack_key(data, start - 4)[0]
                         payload = _unmask_translate(memoryview(data)[start:stop], key)
                     message: str | bytes = payload
                     if b0 == 0x81:
