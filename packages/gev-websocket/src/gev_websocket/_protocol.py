@@ -410,10 +410,7 @@ class WebSocketProtocol(Protocol):
 
     def receive(self, conn: Connection, data: bytes | memoryview, out: list[Any]) -> int:
         # Compiled, __init__ installs FrameReader.receive in its place: the same steps for an
-        # open session (keep the two in step), and this method for the rest.
-        return self.receive_general(conn, data, out)
-
-    def receive_general(self, conn: Connection, data: bytes | memoryview, out: list[Any]) -> int:
+        # open session (keep the two in step), and this method (receive_general) for the rest.
         session: _Session = conn.state
         if session.lingering:
             return len(data)
@@ -435,6 +432,9 @@ class WebSocketProtocol(Protocol):
             conn.continue_later()
             return len(data) - left
         return len(data)
+
+    # What FrameReader hands back to: this class's receive, whatever the instance's now is.
+    receive_general = receive
 
     def _handler_failed(self, conn: Connection, session: _Session, out: list[Any]) -> bool:
         logger.exception("closing %r with 1011: the WebSocket handler failed", conn)
