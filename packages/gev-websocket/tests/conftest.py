@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from gev_websocket import _fastpath
+from gev_websocket import _fastpath, _session
 
 
 @pytest.fixture(params=["native", "python"])
@@ -20,6 +20,9 @@ def unmasker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     """
     if request.param == "python":
         monkeypatch.setattr(_fastpath, "_apply_mask", None)
+        # The fast path's own reference (compiled, a module global read at each use).
+        monkeypatch.setattr(_fastpath, "_unmask_frame", None)
+        monkeypatch.setattr(_session, "_unmask_frame", None)
     elif _fastpath._apply_mask is None:
         if os.environ.get("GEV_EXPECT_COMPILED") == "1":
             pytest.fail("the native unmask is missing from a build that should have it")

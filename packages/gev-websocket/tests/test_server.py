@@ -11,7 +11,13 @@ from typing import Any, ClassVar
 import gev_websocket
 import pytest
 import wsproto
-from gev_core import NEED_MORE_DATA, Connection, ConnectionClosed, get_plugin_manager
+from gev_core import (
+    NEED_MORE_DATA,
+    Connection,
+    ConnectionClosed,
+    get_plugin_manager,
+    write_shared,
+)
 from gev_core.testing import connect, serve
 from gev_websocket import (
     MessageType,
@@ -22,6 +28,7 @@ from gev_websocket import (
     plugin,
 )
 from gev_websocket import testing as wst
+from gev_websocket._session import FrameReader
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -196,6 +203,77 @@ def test_server_initiated_close_reaches_the_peer(echo: Echo) -> None:
         client.send(close.response())
         assert client.next_event() is None
         client.close()
+
+
+def test_direct_session_close_unpins_the_shared_packer() -> None:
+    # conn.state.close() (the session's own close, not gev_websocket.close): its close frame
+    # is the last frame, so fan-out must not go on writing data frames with the packer the
+    # protocol pinned at the opening handshake.
+    fanned: list[tuple[int, int]] = []
+
+    class DirectCloser(Echo):
+        def on_message(self, conn: Connection, data: str | bytes) -> tuple[Any, Any] | None:
+            conn.write(conn.state.close(4002, "direct"))
+
+            def publish() -> None:
+                written, _, unshared = write_shared([conn], lambda pack: pack("late"), 1 << 20)
+                fanned.append((written, len(unshared)))
+
+            conn.loop.call_soon(publish)
+            return None
+
+    with serve(DirectCloser(), protocol=WebSocketProtocol()) as srv:
+        client = RawClient(srv).open()
+        client.send(TextMessage(data="close me"))
+        close = client.expect(CloseConnection)
+        assert (close.code, close.reason) == (4002, "direct")
+        deadline = time.monotonic() + 5
+        while not fanned and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # Not written: the connection asked shared_packer again, which says None after a close.
+        assert fanned == [(0, 1)]
+        client.send(close.response())
+        assert client.next_event() is None  # no "late" data frame after the close frame
+        client.close()
+
+
+def test_frame_reader_serves_reads_like_the_protocol(caplog: pytest.LogCaptureFixture) -> None:
+    # Compiled, the protocol's receive is FrameReader's (one call per read, no interpreted
+    # frame); installed by hand here, so that the pure run checks it too: echo, a handler
+    # failure (1011), a protocol error (1007, logged) and the close handshake.
+    protocol = WebSocketProtocol(max_message_size=64 * 1024)
+    if gev_websocket.COMPILED:
+        assert type(protocol.receive.__self__) is FrameReader  # type: ignore[attr-defined]
+    protocol.receive = FrameReader(protocol).receive  # type: ignore[method-assign]
+
+    class Own(WebSocketProtocol):
+        def receive(self, conn: Connection, data: bytes | memoryview, out: list[Any]) -> int:
+            return super().receive(conn, data, out)
+
+    assert not isinstance(getattr(Own().receive, "__self__", None), FrameReader)
+    caplog.set_level(logging.WARNING)
+    with serve(Echo(), protocol=protocol) as srv:
+        client = RawClient(srv).open()
+        client.send(BytesMessage(data=b"x" * 300))
+        assert client.expect(BytesMessage).data == b"x" * 300
+        client.send(TextMessage(data="bye"))
+        assert client.expect(TextMessage).data == "bye"
+        client.send(CloseConnection(code=1000))
+        assert client.expect(CloseConnection).code == 1000
+        assert client.next_event() is None
+        client.close()
+        bad = RawClient(srv).open()
+        bad.send(TextMessage(data="boom"))
+        assert bad.expect(CloseConnection).code == 1011
+        bad.wait_eof()
+        bad.close()
+        invalid = RawClient(srv).open()
+        invalid.sock.sendall(wst.frame(wst.TEXT, b"\xff"))
+        assert invalid.expect(CloseConnection).code == 1007
+        invalid.wait_eof()
+        invalid.close()
+    assert "handler failure on purpose" in caplog.text
+    assert "closed with 1007" in caplog.text
 
 
 def test_close_timeout_drops_a_silent_peer() -> None:

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 try:
-    from gev_websocket._unmask import apply_mask
+    from gev_websocket._unmask import apply_mask, unmask_frame
 except ImportError:
     if os.environ.get("GEV_EXPECT_COMPILED") == "1":
         raise
@@ -59,3 +59,25 @@ def test_rejects_a_mask_that_is_not_four_bytes_and_non_buffers() -> None:
         apply_mask("text", b"\x00\x01\x02\x03")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         apply_mask(b"abc")  # type: ignore[call-arg]
+
+
+@given(st.binary(max_size=5000), st.binary(min_size=4, max_size=4), st.binary(max_size=20))
+def test_unmask_frame_reads_the_key_before_the_payload(
+    payload: bytes, key: bytes, before: bytes
+) -> None:
+    data = before + key + payload + b"trailing"
+    start = len(before) + 4
+    want = _reference(payload, key)
+    for arg in (data, bytearray(data), memoryview(data)):
+        out = unmask_frame(arg, start, len(payload))
+        assert type(out) is bytes and out == want
+
+
+def test_unmask_frame_rejects_a_frame_outside_the_buffer() -> None:
+    for start, size in ((3, 0), (4, 3), (4, -1), (10, 0)):
+        with pytest.raises(ValueError, match="masking key"):
+            unmask_frame(b"abcdef", start, size)
+    with pytest.raises(TypeError):
+        unmask_frame("text", 4, 0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        unmask_frame(b"abcdef", 4)  # type: ignore[call-arg]

@@ -60,9 +60,12 @@ __all__ = [
     "unmask",
 ]
 
-_unpack_short = struct.Struct("!BBI").unpack_from  # first byte, second byte, masking key
-_unpack_medium = struct.Struct("!BBHI").unpack_from  # ... 16-bit length, masking key
-_unpack_long = struct.Struct("!BBQI").unpack_from  # ... 64-bit length, masking key
+# First byte, second byte and the 16-bit length that follows them in a medium frame (in a short
+# one, the first half of the masking key: ignored). The native unmask reads the key in place;
+# only the pure one needs it as a number (_unpack_key), and only long frames a 64-bit length.
+_unpack_head = struct.Struct("!BBH").unpack_from
+_unpack_long_size = struct.Struct("!Q").unpack_from  # at offset 2
+_unpack_key = struct.Struct("!I").unpack_from
 _pack_medium = struct.Struct("!BBH").pack
 _pack_long = struct.Struct("!BBQ").pack
 _from_bytes = int.from_bytes
@@ -91,11 +94,15 @@ del _k
 _XOR_TABLES = [bytes(a ^ b for a in range(256)) for b in range(256)]
 
 _NativeMask = Callable[[Any, Any], bytes]
+_NativeFrame = Callable[[Any, int, int], bytes]
 _apply_mask: _NativeMask | None
+_unmask_frame: _NativeFrame | None
 try:
     from ._unmask import apply_mask as _apply_mask
+    from ._unmask import unmask_frame as _unmask_frame
 except ImportError:  # a pure wheel, or GEV_PURE_PYTHON=1
     _apply_mask = None
+    _unmask_frame = None
 
 #: Whether :func:`unmask` and the fast path use a native XOR (see the module docstring).
 NATIVE_UNMASK = _apply_mask is not None

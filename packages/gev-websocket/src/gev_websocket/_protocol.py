@@ -32,12 +32,15 @@ from gev_core import Connection, ConnectionClosed, Protocol, Server, TimerHandle
 from wsproto.connection import ConnectionState
 from wsproto.events import Request
 
+from . import _session
+from ._compiled import is_compiled
 from ._fastpath import build_message
 from ._session import (
     DEFAULT_MAX_HANDSHAKE_SIZE,
     DEFAULT_MAX_MESSAGE_SIZE,
     Accept,
     Deflate,
+    FrameReader,
     Reject,
     WebSocketSession,
 )
@@ -60,6 +63,9 @@ logger = logging.getLogger("gev.websocket")
 
 _CONNECTING = ConnectionState.CONNECTING
 _OPEN = ConnectionState.OPEN
+
+# Pure Python, the protocol's own receive is the cheaper call (FrameReader would add a frame).
+_COMPILED_READER = is_compiled(_session)
 
 RequestHook = Callable[[Request], "Accept | Reject | None"]
 
@@ -153,6 +159,14 @@ class _Session(WebSocketSession):
             old.cancel()
         self.timer = timer
 
+    def close(self, code: int = 1000, reason: str = "") -> bytes:
+        # Fan-out's pinned answer (_opened) must not outlive the session's last data frame,
+        # whoever starts the close: the protocol's paths, or a direct conn.state.close().
+        conn: Connection | None = self._context
+        if conn is not None:
+            conn.pin_shared_packer(None)
+        return super().close(code, reason)
+
     def _build_compressed(self, reply: Any) -> bytes:
         conn: Connection = self._context
         if conn.replies_pending:
@@ -189,20 +203,12 @@ def _reply_type_error(kind: Any, reply: Any) -> TypeError:
     )
 
 
-def _websocket_adapter(on_message: Callable[..., Any]) -> Callable[[Any, Any], Any]:
-    """Turn ``(MessageType, reply)`` into what the session frames: str = text, bytes = binary."""
-
-    def call(conn: Any, message: Any) -> Any:
-        result = on_message(conn, message)
-        if result is None:
-            return None
-        return _typed_reply(result)
-
-    return call
-
-
 def _typed_reply(result: Any) -> Any:
-    """``(MessageType, reply)`` as the session frames it: str = text, bytes = binary."""
+    """``(MessageType, reply)`` as the session frames it: str = text, bytes = binary.
+
+    A WebSocketHandler's session calls its ``on_message`` directly and unpacks the common
+    replies itself (``_session._untyped``); it calls this for the others.
+    """
     kind, reply = result
     if reply is None:
         return None
@@ -278,8 +284,13 @@ class WebSocketProtocol(Protocol):
         self.linger_timeout = linger_timeout
         self.fast_path = fast_path
         self.work_per_turn = work_per_turn
-        # Per handler, built once: the message adapter and which optional callbacks exist.
-        self._wiring: dict[int, tuple[Any, Any, Any, Any, bool]] = {}
+        # Per handler, built once: what the session calls with each message, whether that
+        # returns (MessageType, data), and which optional callbacks exist.
+        self._wiring: dict[int, tuple[Any, bool, Any, Any, Any, bool]] = {}
+        if _COMPILED_READER and type(self).receive is WebSocketProtocol.receive:
+            # The reactor's per-read call without an interpreted frame (see FrameReader). A
+            # cycle through this protocol, which lives as long as its server anyway.
+            self.receive = FrameReader(self).receive  # type: ignore[method-assign]
         # Fail at construction, not on the first connection, if the limits are nonsense.
         WebSocketSession(
             max_message_size=max_message_size,
@@ -315,17 +326,17 @@ class WebSocketProtocol(Protocol):
 
     # -- per connection ------------------------------------------------------------------
 
-    def _wire(self, handler: Any) -> tuple[Any, Any, Any, Any, bool]:
+    def _wire(self, handler: Any) -> tuple[Any, bool, Any, Any, Any, bool]:
         wiring = self._wiring.get(id(handler))
         if wiring is None:
             # A handler with async def callbacks comes wrapped by the server (gev-core's
             # AsyncHandler, the application's handler as ``__wrapped__``); its on_message
             # takes the same arguments and returns None, the reply comes later through pack.
             app = getattr(handler, "__wrapped__", handler)
-            if isinstance(app, WebSocketHandler):
-                adapter = _websocket_adapter(handler.on_message)
-            else:
-                adapter = _core_adapter(handler.on_message)
+            typed = isinstance(app, WebSocketHandler)
+            # A WebSocketHandler's on_message is called as it is, once per message, and its
+            # (MessageType, data) reply unpacked by the session.
+            adapter = handler.on_message if typed else _core_adapter(handler.on_message)
             on_open = getattr(app, "on_open", None) if _overrides(app, "on_open") else None
             on_pong = getattr(app, "on_pong", None) if _overrides(app, "on_pong") else None
             per_conn_request = _overrides(app, "on_request") and callable(
@@ -333,6 +344,7 @@ class WebSocketProtocol(Protocol):
             )
             wiring = (
                 adapter,
+                typed,
                 on_open,
                 on_pong,
                 app.on_request if per_conn_request else None,
@@ -343,7 +355,7 @@ class WebSocketProtocol(Protocol):
         return wiring
 
     def connection_made(self, conn: Connection) -> None:
-        adapter, _, on_pong, handler_request, per_conn = self._wire(conn.handler)
+        adapter, typed, _, on_pong, handler_request, per_conn = self._wire(conn.handler)
         upgrader = self.upgrader
         on_request: Any = upgrader.on_request
         if per_conn:
@@ -369,6 +381,8 @@ class WebSocketProtocol(Protocol):
         )
         session.lingering = False
         session.timer = None
+        if typed:
+            session._typed_replies = _typed_reply
         conn.state = session
         timeout = upgrader.handshake_timeout
         if timeout is not None:
@@ -381,7 +395,7 @@ class WebSocketProtocol(Protocol):
         # Fan-out's answer holds from now until a close frame (_start_close, _linger unpin
         # it): pinned, it costs no call per subscriber per published batch.
         conn.pin_shared_packer(self.shared_packer(conn))
-        on_open = self._wire(conn.handler)[1]
+        on_open = self._wire(conn.handler)[2]
         if on_open is not None:
             on_open(conn)
 
@@ -395,6 +409,8 @@ class WebSocketProtocol(Protocol):
             session.release()
 
     def receive(self, conn: Connection, data: bytes | memoryview, out: list[Any]) -> int:
+        # Compiled, __init__ installs FrameReader.receive in its place: the same steps for an
+        # open session (keep the two in step), and this method (receive_general) for the rest.
         session: _Session = conn.state
         if session.lingering:
             return len(data)
@@ -403,20 +419,12 @@ class WebSocketProtocol(Protocol):
         try:
             closed = session.receive(data, out)
         except Exception:
-            logger.exception("closing %r with 1011: the WebSocket handler failed", conn)
-            conn.pin_shared_packer(None)
-            frame = session.close(1011, "internal error")
-            if frame:
-                out.append(frame)
-            closed = True
+            closed = self._handler_failed(conn, session, out)
         # Messages handed to the handler and the replies it returned: the loop's counters,
         # while they count (control frames and the handshake are not messages).
         conn.count_messages(session.received - received, session.replied - replied)
         if closed:
-            if session.failure is not None:
-                logger.warning("closing %r: %s", conn, session.failure)
-            self._linger(conn, session)
-            return len(data)
+            return self._closed(conn, session, len(data))
         left = session.unconsumed
         if left:
             # Its turn is over: the loop hands the rest back after serving the others.
@@ -424,6 +432,22 @@ class WebSocketProtocol(Protocol):
             conn.continue_later()
             return len(data) - left
         return len(data)
+
+    # What FrameReader hands back to: this class's receive, whatever the instance's now is.
+    receive_general = receive
+
+    def _handler_failed(self, conn: Connection, session: _Session, out: list[Any]) -> bool:
+        logger.exception("closing %r with 1011: the WebSocket handler failed", conn)
+        frame = session.close(1011, "internal error")
+        if frame:
+            out.append(frame)
+        return True
+
+    def _closed(self, conn: Connection, session: _Session, consumed: int) -> int:
+        if session.failure is not None:
+            logger.warning("closing %r: %s", conn, session.failure)
+        self._linger(conn, session)
+        return consumed
 
     def pack(self, conn: Connection, data: Any) -> bytes:
         """Frame what ``conn.send`` was given (on the loop thread, in send order).

@@ -34,7 +34,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, final
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import Connection, ConnectionState
@@ -59,15 +59,15 @@ from ._fastpath import (
     _REPUNIT,
     _SHORT,
     INT_UNMASK_MAX,
-    _apply_mask,
     _from_bytes,
     _pack_long,
     _pack_medium,
     _repunit,
+    _unmask_frame,
     _unmask_translate,
-    _unpack_long,
-    _unpack_medium,
-    _unpack_short,
+    _unpack_head,
+    _unpack_key,
+    _unpack_long_size,
     build_binary,
     build_message,
     build_text,
@@ -81,7 +81,7 @@ except ImportError:  # not a dependency: in pure Python the decorator changes no
         return lambda cls: cls
 
 
-__all__ = ["Accept", "Deflate", "Reject", "WebSocketSession"]
+__all__ = ["Accept", "Deflate", "FrameReader", "Reject", "WebSocketSession"]
 
 HeaderList = Sequence[tuple[bytes | str, bytes | str]]
 Message = str | bytes
@@ -195,6 +195,24 @@ def _error_response(status: int, reason: str, headers: HeaderList = ()) -> bytes
         b"connection: close",
     ]
     return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+def _untyped(result: Any, convert: Callable[[Any], Reply]) -> Reply:
+    """A handler's ``(MessageType, data)`` reply as the session frames it: str = text, bytes =
+    binary, None = nothing.
+
+    The common replies are taken here (compiled: no Python call); anything else goes to
+    *convert* (the protocol's ``_typed_reply``), which converts it or raises. ``kind == 2``
+    holds for ``MessageType.BINARY`` and for a plain 2, which *convert* accepts alike.
+    """
+    if type(result) is tuple and len(result) == 2:
+        reply = result[1]
+        kind = result[0]
+        if type(reply) is bytes and kind == 2:
+            return reply
+        if type(reply) is str and kind == 1:
+            return reply
+    return convert(result)
 
 
 def _frame_extent(data: bytes | bytearray | memoryview, pos: int, end: int) -> tuple[int, int]:
@@ -321,6 +339,7 @@ class WebSocketSession:
         "_pending",
         "_pending_need",
         "_turn",
+        "_typed_replies",
         "_work",
         "_ws",
         "_wsp_left",
@@ -376,7 +395,11 @@ class WebSocketSession:
         if on_message is None:
             on_message = _collect
             context = self.messages
-        self._on_message: Callable[[Any, Message], Reply] = on_message
+        self._on_message: Callable[[Any, Message], Any] = on_message
+        # Set by the reactor's protocol: on_message returns (MessageType, data), as
+        # WebSocketHandler's does, unpacked here (see _untyped) rather than by a wrapper
+        # around each call; this is the protocol's full conversion, for the other cases.
+        self._typed_replies: Callable[[Any], Reply] | None = None
         self._context = context
         self._on_open = on_open
         self._on_pong = on_pong
@@ -473,37 +496,35 @@ class WebSocketSession:
             data, pos = self._slow_path(data, 0, out, False)
         end = len(data)
         while pos < end:
-            b0, b1, key = _unpack_short(data, pos) if end - pos >= 6 else _SHORT
+            b0, b1, n = _unpack_head(data, pos) if end - pos >= 6 else _SHORT
             # 0x81/0x82: FIN, no RSV bit, text/binary.  b1 >= 0x80: masked.
             if (b0 == 0x82 or b0 == 0x81) and b1 >= 0x80:
-                n = b1 - 0x80
-                start = pos + 6
-                if n >= 126:
-                    if n == 126:
-                        if end - pos >= 8:
-                            _, _, n, key = _unpack_medium(data, pos)
-                            start = pos + 8 if n >= 126 else end + 1
-                        else:
-                            start = end + 1
-                    elif end - pos >= 14:
-                        _, _, n, key = _unpack_long(data, pos)
-                        start = pos + 14 if n >= 65536 else end + 1
-                    else:
-                        start = end + 1
+                if b1 < 0x80 + 126:
+                    n = b1 - 0x80
+                    start = pos + 6
+                elif b1 == 0x80 + 126:  # n is the 16-bit length
+                    start = pos + 8 if end - pos >= 8 and n >= 126 else end + 1
+                elif end - pos >= 14:
+                    n = _unpack_long_size(data, pos + 2)[0]
+                    start = pos + 14 if n >= 65536 else end + 1
+                else:
+                    start = end + 1
                 stop = start + n
                 # The limit is below 2**63, so this also refuses a 64-bit length with its top
                 # bit set; start > end flags a cut or non-minimal header.
                 if stop <= end and n <= self._fast_limit:
-                    native = _apply_mask
+                    native = _unmask_frame
                     if native is not None:
-                        payload = native(data[start:stop], data[start - 4 : start])
+                        payload = native(data, start, n)
                     elif n <= INT_UNMASK_MAX:
+                        key = _unpack_key(data, start - 4)[0]
                         k = (n + 3) >> 2
                         key *= _REPUNIT[k] or _repunit(k)
                         if n & 3:
                             key >>= (k << 5) - (n << 3)
                         payload = (_from_bytes(data[start:stop], "big") ^ key).to_bytes(n, "big")
                     else:  # a view, not a slice: _unmask_translate copies it anyway
+                        key = _unpack_key(data, start - 4)[0]
                         payload = _unmask_translate(memoryview(data)[start:stop], key)
                     message: str | bytes = payload
                     if b0 == 0x81:
@@ -517,6 +538,8 @@ class WebSocketSession:
                     pos = stop
                     self.received += 1
                     reply = self._on_message(self._context, message)
+                    if reply is not None and self._typed_replies is not None:
+                        reply = _untyped(reply, self._typed_replies)
                     if reply is not None:
                         self.replied += 1
                         if type(reply) is not bytes or self._deflate is not None:
@@ -524,10 +547,12 @@ class WebSocketSession:
                         elif (k := len(reply)) < 126:
                             out.append(_BINARY_HEADERS[k] + reply)
                         elif k < 65536:
+                            # One chunk: the reactor joins what a read put in ``out`` anyway,
+                            # so a copy here is the one it would make, minus the join.
+                            out.append(_pack_medium(0x82, 126, k) + reply)
+                        else:
                             # Header and payload as two chunks: no copy of a big payload here,
                             # and a writev/join downstream copies it at most once.
-                            out += (_pack_medium(0x82, 126, k), reply)
-                        else:
                             out += (_pack_long(0x82, 127, k), reply)
                     if self._fast:
                         continue
@@ -912,6 +937,8 @@ class WebSocketSession:
                     message = data if isinstance(data, str) else bytes(data)
                 self.received += 1
                 reply = self._on_message(self._context, message)
+                if reply is not None and self._typed_replies is not None:
+                    reply = _untyped(reply, self._typed_replies)
                 if reply is not None and conn.state is _OPEN:
                     self.replied += 1
                     out.append(self._build_reply(reply))
@@ -958,6 +985,44 @@ class WebSocketSession:
         if isinstance(reply, str):
             return conn.send(TextMessage(data=reply))
         return conn.send(BytesMessage(data=bytes(reply)))
+
+
+@final
+class FrameReader:
+    """``WebSocketProtocol.receive`` for an open session, compiled: the reactor's one call per
+    read, without an interpreted frame.
+
+    The protocol (interpreted: applications subclass it) installs :meth:`receive` as its
+    instance's ``receive`` when this module is compiled. It does what the protocol's own
+    ``receive`` does, in the same order, and hands back to the protocol for everything but the
+    steady state: a closed session (lingering), a handler that raised, a close to start.
+    """
+
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol: Any) -> None:
+        self._protocol = protocol
+
+    def receive(self, conn: Any, data: bytes | bytearray | memoryview, out: list[bytes]) -> int:
+        session = conn.state
+        if not isinstance(session, WebSocketSession) or session.closed:
+            return self._protocol.receive_general(conn, data, out)  # type: ignore[no-any-return]
+        received = session.received
+        replied = session.replied
+        try:
+            closed = session.receive(data, out)
+        except Exception:
+            closed = self._protocol._handler_failed(conn, session, out)
+        conn.count_messages(session.received - received, session.replied - replied)
+        if closed:
+            return self._protocol._closed(conn, session, len(data))  # type: ignore[no-any-return]
+        left = session.unconsumed
+        if left:
+            # Its turn is over: the loop hands the rest back after serving the others.
+            session.unconsumed = 0
+            conn.continue_later()
+            return len(data) - left
+        return len(data)
 
 
 def _valid_key(request: Request) -> bool:
