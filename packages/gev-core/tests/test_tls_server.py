@@ -559,3 +559,37 @@ def test_write_shared_encrypts_per_connection(certs: TLSCertificates) -> None:
         finally:
             for tls in clients:
                 tls.close()
+
+
+def test_pause_reading_in_on_connect_holds_the_plaintext_of_the_last_flight(
+    certs: TLSCertificates,
+) -> None:
+    # A TLS 1.3 client's first bytes usually arrive in the same read as its Finished message,
+    # before on_connect runs. A handler that pauses in on_connect (a proxy waiting for its
+    # upstream) must not get them until it resumes, as without TLS, where they wait in the
+    # kernel. Several clients: whether the bytes share the read is up to timing.
+    class PauseOnConnect(Handler):
+        def __init__(self) -> None:
+            self.resumed: set[int] = set()
+            self.early: list[bytes] = []
+
+        def on_connect(self, conn: Connection) -> None:
+            conn.pause_reading()
+            conn.loop.call_later(0.05, self.resume, conn)
+
+        def resume(self, conn: Connection) -> None:
+            self.resumed.add(id(conn))
+            conn.resume_reading()
+
+        def on_message(self, conn: Connection, ctx: Any, data: Any) -> Any:
+            if id(conn) not in self.resumed:
+                self.early.append(bytes(data))
+            return data
+
+    handler = PauseOnConnect()
+    with serve(handler, ssl=certs.server_context()) as server:
+        for i in range(10):
+            with tls_connect(server, certs) as tls:
+                tls.sendall(b"first %d" % i)
+                assert recv_all(tls, len(b"first %d" % i)) == b"first %d" % i
+    assert handler.early == []

@@ -439,8 +439,10 @@ class Connection(Weakrefable):
 
         The peer's sends then wait in the kernel's buffers and, once those are full, in its own
         (TCP flow control). Bytes already read are still delivered: every message of the read
-        in progress. On the loop thread it takes effect at once; from another thread it is
-        queued to the loop. Independent of the core's own pause while the connection's output
+        in progress. One exception makes a pause in ``on_connect`` mean the same with and
+        without TLS: the plaintext that arrived with the TLS handshake's last flight (read
+        before ``on_connect`` ran) is held until :meth:`resume_reading` too. On the loop
+        thread it takes effect at once; from another thread it is queued to the loop. Independent of the core's own pause while the connection's output
         is above the high water mark: the socket is read only when neither holds it.
         """
         self._pause_call(1)
@@ -1097,7 +1099,16 @@ class Connection(Weakrefable):
                 return
             data = rest
         if self._tls is not None:
+            fresh = not self._established
             data = self._tls_feed(data)
+            if data and fresh and self._established and self._read_paused:
+                # on_connect paused reading (a proxy waiting for its upstream, say): the
+                # plaintext that came with the handshake's last flight waits with it, as a
+                # plaintext connection's first bytes wait in the kernel. resume_reading hands
+                # it to the protocol, relay to the other connection.
+                self._yielded = True
+                self._keep(data, 0)
+                data = b""
         if data and self._state == OPEN:
             self._receive(data)
         tls = self._tls
