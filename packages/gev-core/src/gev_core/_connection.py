@@ -442,8 +442,9 @@ class Connection(Weakrefable):
         in progress. One exception makes a pause in ``on_connect`` mean the same with and
         without TLS: the plaintext that arrived with the TLS handshake's last flight (read
         before ``on_connect`` ran) is held until :meth:`resume_reading` too. On the loop
-        thread it takes effect at once; from another thread it is queued to the loop. Independent of the core's own pause while the connection's output
-        is above the high water mark: the socket is read only when neither holds it.
+        thread it takes effect at once; from another thread it is queued to the loop.
+        Independent of the core's own pause while the connection's output is above the high
+        water mark: the socket is read only when neither holds it.
         """
         self._pause_call(1)
 
