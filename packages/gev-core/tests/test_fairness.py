@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -73,10 +74,20 @@ def test_input_left_by_a_yielding_protocol_is_processed_without_new_socket_data(
     assert protocol.calls >= 100
 
 
+class SlowBusy(Echo):
+    # Half a millisecond per busy line: the backlog outlasts the time the other connection's
+    # first line takes to arrive, however fast the loop (without it, a fast loop could finish
+    # all 3,000 lines first and the order below would prove nothing either way).
+    def on_message(self, conn: Connection, ctx: Any, data: Any) -> Any:
+        if bytes(data).startswith(b"busy"):
+            time.sleep(0.0005)
+        return super().on_message(conn, ctx, data)
+
+
 def test_connections_take_turns_while_one_has_a_backlog() -> None:
     protocol = Turns(per_turn=5, accepts_bytes=True)
     with (
-        serve(Echo(), protocol=protocol) as server,
+        serve(SlowBusy(), protocol=protocol) as server,
         connect(server) as busy,
         connect(server) as other,
     ):
