@@ -239,6 +239,12 @@ fdio_epoll_wait(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t n
         if (ms > 0)
             deadline = monotonic_ms() + ms;
     }
+    /* A signal that arrived while this thread held the GIL (not inside a wait, so no EINTR)
+     * leaves its Python handler pending until bytecode runs; a compiled loop with nothing
+     * interpreted to call (relayed connections) could then sleep here with a SIGTERM unserved.
+     * Run pending handlers before any wait that may block. */
+    if (ms != 0 && PyErr_CheckSignals() < 0)
+        return NULL;
     for (;;) {
         if (ms == 0)
             n = epoll_wait(epfd, events, MAX_EVENTS, 0);
