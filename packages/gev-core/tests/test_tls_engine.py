@@ -386,6 +386,32 @@ def test_server_close_sends_close_notify_after_pending_output(
     assert pair.server.feed(pair.client.close()) == b""
 
 
+@pytest.mark.parametrize("stdlib_client", [False, True], ids=["engine-client", "stdlib-client"])
+def test_shutdown_is_a_half_close(
+    server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, stdlib_client: bool
+) -> None:
+    pair = Pair(server_ctx, client_ctx, stdlib_client=stdlib_client)
+    pair.handshake()
+    wire = pair.server.encrypt(b"last words") + pair.server.shutdown()
+    assert pair.server.write_shut and not pair.server.closed
+    assert pair.server.shutdown() == b""  # idempotent
+    with pytest.raises(TLSError, match="shut for writing"):
+        pair.server.encrypt(b"more")
+    assert pair.client.feed(wire) == b"last words"
+    assert pair.client.peer_closed
+    # The peer may go on sending after our close_notify: it still decrypts.
+    assert pair.server.feed(pair.client.encrypt(b"still here")) == b"still here"
+    assert pair.server.feed(pair.client.close()) == b""
+    assert pair.server.peer_closed
+    assert pair.server.close() == b""  # the close_notify went with shutdown
+
+
+def test_shutdown_before_the_handshake_sends_nothing(server_ctx: ssl.SSLContext) -> None:
+    engine = TLSEngine(server_ctx, server_side=True)
+    assert engine.shutdown() == b""
+    assert not engine.write_shut
+
+
 def test_peer_close_notify_with_data_in_the_same_read(
     server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
 ) -> None:

@@ -285,6 +285,27 @@ def test_close_sends_close_notify_after_the_pending_output(certs: TLSCertificate
         assert tls.recv(100) == b""  # close_notify, not a truncation (SSLEOFError)
 
 
+def test_shutdown_write_sends_close_notify_then_reads_on(certs: TLSCertificates) -> None:
+    heard: list[bytes] = []
+
+    class HalfClose(Handler):
+        def on_message(self, conn: Connection, ctx: Any, data: Any) -> Any:
+            if bytes(data) == b"over":
+                conn.send(b"out")
+                conn.shutdown_write()
+            else:
+                heard.append(bytes(data))
+            return None
+
+    with serve(HalfClose(), ssl=certs.server_context()) as server, _strict(certs, server) as tls:
+        tls.sendall(b"over")
+        assert recv_all(tls, 3) == b"out"
+        # close_notify before the FIN: the strict client reads an orderly end, not SSLEOFError.
+        assert tls.recv(100) == b""
+        tls.sendall(b"still heard")  # a half-close: the server goes on reading
+        wait_for(lambda: b"".join(heard) == b"still heard")
+
+
 def test_server_stop_closes_with_close_notify(certs: TLSCertificates) -> None:
     handler = Recorder()
     with serve(handler, ssl=certs.server_context()) as server:

@@ -226,7 +226,8 @@ class TLSLayer(_TypingProtocol):
 
     The seam of the TLS stage: ciphertext read from the socket goes through :meth:`feed`
     (``Connection._tls_feed``), plaintext the connection sends through :meth:`encrypt`
-    (``Connection._send``), and :meth:`close` gives the close_notify (``Connection._close``).
+    (``Connection._send``), and :meth:`close` gives the close_notify (``Connection._close``),
+    :meth:`shutdown` the same for a half-close (``Connection._shutdown_write``).
     """
 
     @property
@@ -250,6 +251,7 @@ class TLSLayer(_TypingProtocol):
     def take_output(self) -> bytes: ...
     def encrypt(self, data: Any) -> bytes: ...
     def close(self) -> bytes: ...
+    def shutdown(self) -> bytes: ...
 
 
 class Connection(Weakrefable):
@@ -750,7 +752,8 @@ class Connection(Weakrefable):
     def shutdown_write(self) -> None:
         """Send FIN once pending output has been flushed (gev dropped it). Safe from any thread.
 
-        Reading goes on until the peer closes, then ``on_close`` runs as usual.
+        Over TLS our close_notify goes first, after the pending output. Reading goes on until
+        the peer closes (plaintext too, over TLS), then ``on_close`` runs as usual.
         """
         self._loop_call(self._shutdown_write, 0)
 
@@ -1698,6 +1701,18 @@ class Connection(Weakrefable):
     def _shutdown_write(self, _: int = 0) -> None:
         if self._state == CLOSED or self._shut:
             return
+        tls = self._tls
+        if tls is not None:
+            # TLS seam: our close_notify goes before the FIN (RFC 8446 6.1: a peer that sees
+            # FIN without it cannot tell our end from a truncation); reading goes on.
+            try:
+                notify = tls.shutdown()
+            except Exception:
+                notify = b""
+            if notify:
+                self._transmit(notify)
+            if self._state == CLOSED:  # the write failed
+                return
         self._shut = True
         if self._out is None:
             self._do_shutdown()

@@ -191,6 +191,7 @@ class TLSEngine:
         "heard",
         "peer_closed",
         "server_side",
+        "write_shut",
     )
 
     def __init__(
@@ -234,6 +235,8 @@ class TLSEngine:
         #: True once the peer sent a byte: a server whose peer closes before that was probed
         #: by a TCP health check, not cut short in a handshake (see :meth:`feed_eof`).
         self.heard = False
+        #: True once :meth:`shutdown` sent our close_notify: no more writing, reading goes on.
+        self.write_shut = False
 
     # ------------------------------------------------------------------ driving
 
@@ -341,6 +344,8 @@ class TLSEngine:
         """
         if self.closed:
             raise TLSError("TLS connection is closed: cannot send")
+        if self.write_shut:
+            raise TLSError("TLS connection is shut for writing (close_notify sent): cannot send")
         if not self.handshake_done:
             size = self._backlog_size + len(data)
             if size > self._max_buffer:
@@ -364,6 +369,19 @@ class TLSEngine:
         """Everything the engine has to send, in order (``b""`` if nothing)."""
         return self._outgoing.read()
 
+    def shutdown(self) -> bytes:
+        """Stop sending but go on reading (a half-close): returns our close_notify.
+
+        The peer's records still decrypt in :meth:`feed` until its own close_notify or EOF; only
+        :meth:`encrypt` refuses from now on. Before the handshake completed there is nothing to
+        notify and ``b""`` is returned. Idempotent; :meth:`close` later adds nothing.
+        """
+        if self.closed or self.write_shut or not self.handshake_done:
+            return b""
+        self.write_shut = True
+        self._unwrap()
+        return self._outgoing.read()
+
     def close(self) -> bytes:
         """Stop sending: returns the close_notify alert to send after the pending output.
 
@@ -375,14 +393,20 @@ class TLSEngine:
         self.closed = True
         self._backlog.clear()
         self._backlog_size = 0
-        if self.handshake_done:
-            try:
-                self._sslobj.unwrap()
-            except ssl.SSLWantReadError:
-                pass  # the peer's close_notify has not arrived: not waited for
-            except ssl.SSLError:
-                pass  # a failed connection: nothing more to say to the peer
+        if self.handshake_done and not self.write_shut:
+            self.write_shut = True
+            self._unwrap()
         return self._outgoing.read()
+
+    def _unwrap(self) -> None:
+        # SSL_shutdown queues our close_notify in the outgoing buffer and then wants the peer's,
+        # which is not waited for.
+        try:
+            self._sslobj.unwrap()
+        except ssl.SSLWantReadError:
+            pass  # the peer's close_notify has not arrived
+        except ssl.SSLError:
+            pass  # a failed connection: nothing more to say to the peer
 
     # ------------------------------------------------------------------ what was negotiated
 
