@@ -179,6 +179,39 @@ def test_invalid_utf8_closes_with_1007(server: Any) -> None:
     client.close()
 
 
+def test_replies_to_a_slow_reader_arrive_whole_and_in_order(echo: Echo) -> None:
+    # Large replies leave as header + payload in one writev (no copy); what the kernel does not
+    # take is buffered and must follow in order, between replies framed in one piece.
+    sizes = [10, 200, 600, 4096, 70_000, 1 << 20, 5, 4096, 1 << 20, 3000, 125, 126, 511, 512]
+    messages: list[str | bytes] = [bytes([i]) * n for i, n in enumerate(sizes)]
+    messages[3:3] = ["é" * 400]  # a text reply: one piece
+    protocol = WebSocketProtocol(max_message_size=2 << 20)
+    with serve(echo, protocol=protocol) as srv:
+        client = RawClient(srv).open()
+
+        def send_all() -> None:
+            for m in messages:
+                if isinstance(m, str):
+                    client.sock.sendall(wst.frame(wst.TEXT, m.encode()))
+                else:
+                    client.sock.sendall(wst.frame(wst.BINARY, m))
+
+        sender = threading.Thread(target=send_all)
+        sender.start()
+        time.sleep(0.3)  # not reading meanwhile: the server's replies back up
+        got: list[str | bytes] = []
+        for m in messages:  # wsproto hands a large message over in parts
+            parts = [client.expect(TextMessage if isinstance(m, str) else BytesMessage)]
+            while not parts[-1].message_finished:
+                parts.append(client.expect(type(parts[0])))
+            got.append(type(m)().join(p.data for p in parts))
+        sender.join(10)
+        assert got == messages
+        client.send(CloseConnection(code=1000))
+        assert client.expect(CloseConnection).code == 1000
+        client.close()
+
+
 def test_close_frame_survives_unread_input(server: Any) -> None:
     # A protocol error with more input already sent: without the lingering close the kernel
     # would answer the unread bytes with RST, and the close frame could be lost.

@@ -40,7 +40,9 @@ by :meth:`Connection._refresh`, and stored as a small int in ``_reader``. The lo
 Every byte the connection sends goes through one helper, :meth:`Connection._send` (plaintext:
 a protocol's frames, replies, ``write``, fan-out), which hands it to :meth:`Connection._transmit`
 (write now, buffer what the kernel does not take, backpressure). TLS plugs in between the two
-(see "Stages").
+(see "Stages"). Without TLS, the several pieces one ``receive`` appended to ``out`` (a WebSocket
+reply's header and payload) go to :meth:`Connection._transmit_out` instead: one writev, not a
+join that would copy the payload.
 
 Rules of this file:
 
@@ -157,6 +159,11 @@ READ_MESSAGES_OWN: Final = 6
 READ_RELAY: Final = 7
 
 _UNREGISTERED: Final = -1
+
+#: The most pieces of one read's output written with one writev (``Connection._transmit_out``);
+#: more are joined first. Linux copies up to 8 iovecs onto its stack (UIO_FASTIOV) and
+#: allocates for more.
+GATHER_MAX: Final = 8
 
 # The socket calls of the per-message paths: the C kernel _fdio.c where it is built (os.read and
 # os.write release the GIL around each call, which on a non-blocking socket costs a few hundred
@@ -1053,12 +1060,15 @@ class Connection(Weakrefable):
         try:
             consumed = self._protocol.receive(self, data, out)
             if out:
-                reply = out[0] if len(out) == 1 else b"".join(out)
-                out.clear()
-                if self._owed:  # a handler offloaded in this read: inline replies queue
-                    self._queue_framed(reply)
+                if len(out) != 1 and not self._owed:
+                    self._transmit_out(out)
                 else:
-                    self._send(reply)
+                    reply = out[0] if len(out) == 1 else b"".join(out)
+                    out.clear()
+                    if self._owed:  # a handler offloaded in this read: inline replies queue
+                        self._queue_framed(reply)
+                    else:
+                        self._send(reply)
         except Exception as exc:
             self._code_failed(exc, "protocol or handler")
             return
@@ -1204,6 +1214,9 @@ class Connection(Weakrefable):
 
     def _send_replies(self, out: list[Any]) -> None:
         # Everything one receive produced leaves in one write.
+        if len(out) != 1 and not self._owed and self._tls is None:
+            self._transmit_out(out)
+            return
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
         if self._owed:
@@ -1570,6 +1583,46 @@ class Connection(Weakrefable):
             stats.bytes_out += n
         if n != len(data):
             self._buffer(data, n)
+
+    def _transmit_out(self, out: list[Any]) -> None:
+        """``_transmit`` of everything one ``receive`` put in ``out`` (plaintext, more than one
+        piece), which it empties: one writev instead of a join, so that a large reply framed
+        as a header and its payload (a WebSocket message) is never copied in user space. What
+        the kernel does not take is copied to the output buffer in order (``out`` is reused)."""
+        try:
+            if self._out is not None or len(out) > GATHER_MAX or self._state >= LINGERING:
+                self._transmit(b"".join(out))
+                return
+            try:
+                n = _writev(self._fd_obj, out)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError as exc:
+                self._io_failed(exc)
+                return
+            loop = self._loop
+            self.last_active = loop.now
+            stats = loop.stats
+            if stats.counting:
+                stats.bytes_out += n
+            i = 0
+            for piece in out:
+                size = len(piece) if type(piece) is bytes else memoryview(piece).nbytes
+                if n < size:
+                    break
+                n -= size
+                i += 1
+            else:
+                return
+            # The kernel took n bytes of out[i] and nothing after it.
+            if i == len(out) - 1:
+                self._buffer(out[i], n)
+            else:
+                rest = out[i:]
+                rest[0] = memoryview(rest[0]).cast("B")[n:]
+                self._buffer(b"".join(rest), 0)
+        finally:
+            out.clear()
 
     def _send_queued(self, data: Any) -> None:
         # A send made off the loop or during a batch: framed here, on the loop, in order.

@@ -174,7 +174,17 @@ fdio_writev(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
         goto done;
     }
     for (; got < count; got++) {
-        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, got), &views[got], PyBUF_SIMPLE) < 0)
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, got);
+        if (PyBytes_CheckExact(item)) {
+            /* What PyObject_GetBuffer would fill in, without its checks: a reference held
+             * (the buffer protocol of a later item may run code that changes the list), and
+             * released below like any view (bytes has no releasebuffer). */
+            views[got].obj = Py_NewRef(item);
+            iov[got].iov_base = PyBytes_AS_STRING(item);
+            iov[got].iov_len = (size_t)PyBytes_GET_SIZE(item);
+            continue;
+        }
+        if (PyObject_GetBuffer(item, &views[got], PyBUF_SIMPLE) < 0)
             goto done;
         iov[got].iov_base = views[got].buf;
         iov[got].iov_len = (size_t)views[got].len;

@@ -550,17 +550,20 @@ class EventLoop(Weakrefable):
                         # as objects (a non-int from a protocol is its error, caught below).
                         consumed: int = receive(conn, data, out)
                         if out:
-                            reply = out[0] if len(out) == 1 else b"".join(out)
-                            out.clear()
                             if conn._owed:
                                 # A handler offloaded in this read: the replies after it
                                 # queue behind the one it owes (Connection._read_frames).
+                                reply = out[0] if len(out) == 1 else b"".join(out)
+                                out.clear()
                                 conn._queue_framed(reply)
-                            else:
-                                # No stage on this strategy (TLS connections read
-                                # READ_STAGED): the protocol's bytes are the wire's, so
-                                # past _send's TLS step.
+                            # No stage on this strategy (TLS connections read READ_STAGED):
+                            # the protocol's bytes are the wire's, so past _send's TLS step.
+                            elif len(out) == 1:
+                                reply = out[0]
+                                out.clear()
                                 conn._transmit(reply)
+                            else:
+                                conn._transmit_out(out)  # one writev, no join
                     except Exception as exc:
                         conn._code_failed(exc, "protocol or handler")
                         continue

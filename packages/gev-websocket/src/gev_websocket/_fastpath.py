@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 __all__ = [
     "NATIVE_UNMASK",
@@ -69,6 +69,11 @@ _unpack_key = struct.Struct("!I").unpack_from
 _pack_medium = struct.Struct("!BBH").pack
 _pack_long = struct.Struct("!BBQ").pack
 _from_bytes = int.from_bytes
+
+#: Replies of at least this many bytes leave the fast path as two chunks, header and payload,
+#: which the reactor writes with one writev instead of copying the payload behind the header.
+#: Below it the copy is cheaper than the writev's second buffer (a pymalloc-sized concatenation).
+GATHER_MIN: Final = 512
 
 #: Payloads up to this many bytes are unmasked with one big-int XOR, larger ones with
 #: ``bytes.translate`` (see the module docstring).

@@ -58,6 +58,7 @@ from ._fastpath import (
     _BINARY_HEADERS,
     _REPUNIT,
     _SHORT,
+    GATHER_MIN,
     INT_UNMASK_MAX,
     _from_bytes,
     _pack_long,
@@ -546,14 +547,19 @@ class WebSocketSession:
                             out.append(self._build_reply(reply))
                         elif (k := len(reply)) < 126:
                             out.append(_BINARY_HEADERS[k] + reply)
-                        elif k < 65536:
-                            # One chunk: the reactor joins what a read put in ``out`` anyway,
-                            # so a copy here is the one it would make, minus the join.
+                        elif k < GATHER_MIN:
+                            # Small enough that one copy here costs less than a second
+                            # buffer in the reactor's writev.
                             out.append(_pack_medium(0x82, 126, k) + reply)
                         else:
-                            # Header and payload as two chunks: no copy of a big payload here,
-                            # and a writev/join downstream copies it at most once.
-                            out += (_pack_long(0x82, 127, k), reply)
+                            # Header and payload as two chunks: the reactor writes them with
+                            # one writev, so the payload is never copied in user space.
+                            out.append(
+                                _pack_medium(0x82, 126, k)
+                                if k < 65536
+                                else _pack_long(0x82, 127, k)
+                            )
+                            out.append(reply)
                     if self._fast:
                         continue
                     # The handler closed the session (or similar): hand over what is left.
