@@ -837,7 +837,8 @@ class EventLoop(Weakrefable):
         preamble = self.server._preamble
         if preamble is not None:
             conn._start_preamble(preamble)
-        if conn._state == OPEN and conn._preamble is None:
+        rare = conn._rare
+        if conn._state == OPEN and (rare is None or rare.preamble is None):
             conn._after_preamble()
         if conn._state == CLOSED:
             return
