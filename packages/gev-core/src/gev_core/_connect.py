@@ -350,7 +350,7 @@ class ConnectAttempt:
         rare = conn._extra()
         rare.outbound = True
         rare.connecting = self
-        loop._conns[fd] = conn
+        loop._conns[conn._fd_obj] = conn  # its int object (see EventLoop._add)
         context = self._ssl
         if context is not None:
             self._state = _HANDSHAKE
