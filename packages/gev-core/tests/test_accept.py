@@ -1,4 +1,5 @@
-"""Running out of file descriptors backs off instead of spinning, then recovers."""
+"""Accepting: running out of file descriptors backs off instead of spinning, then recovers;
+the addresses of connections from one host share its string."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+
+from gev_core import Handler
+from gev_core.testing import connect, serve
 
 SERVER = textwrap.dedent(
     """
@@ -64,3 +69,27 @@ def test_emfile_backs_off_without_spinning_and_recovers():
         proc.terminate()
         _, err = proc.communicate(timeout=10)
     assert "Too many open files" in err and "pausing accepts" in err
+
+
+def test_connections_from_one_host_share_its_address_string():
+    seen = []
+    ready = threading.Event()
+
+    class Keep(Handler):
+        def on_connect(self, conn):
+            seen.append(conn.remote_address)
+            if len(seen) == 3:
+                ready.set()
+
+    with serve(Keep()) as server:
+        clients = [connect(server) for _ in range(3)]
+        try:
+            assert ready.wait(5)
+        finally:
+            for c in clients:
+                c.close()
+    hosts = [address[0] for address in seen]
+    assert hosts == ["127.0.0.1"] * 3
+    # One str for the host, not one per accepted connection (64 bytes each, kept while open).
+    assert hosts[0] is hosts[1] is hosts[2]
+    assert len({address[1] for address in seen}) == 3

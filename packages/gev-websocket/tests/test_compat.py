@@ -29,7 +29,7 @@ def test_wsproto_version_is_in_the_pinned_range() -> None:
 
 def test_internal_attributes_exist() -> None:
     session, _ = open_session()
-    conn = session._conn
+    conn = session._wsproto()
     assert isinstance(conn, Connection)
     assert conn._state is ConnectionState.OPEN
     assert isinstance(conn._proto, FrameProtocol)
@@ -43,7 +43,7 @@ def test_internal_attributes_exist() -> None:
 
 def test_idle_tracks_wsproto_state() -> None:
     session, _ = open_session(fast_path=False)
-    conn = session._conn
+    conn = session._wsproto()
     assert conn is not None and wsproto_idle(conn)
     out: list[bytes] = []
 

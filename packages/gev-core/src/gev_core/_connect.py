@@ -347,9 +347,10 @@ class ConnectAttempt:
         fd = sock.detach()
         loop._assigned_count += 1
         conn = self._conn = Connection(fd, peer, loop, self._handler, self._protocol)
-        conn._outbound = True
-        conn._connecting = self
-        loop._conns[fd] = conn
+        rare = conn._extra()
+        rare.outbound = True
+        rare.connecting = self
+        loop._conns[conn._fd_obj] = conn  # its int object (see EventLoop._add)
         context = self._ssl
         if context is not None:
             self._state = _HANDSHAKE
@@ -357,7 +358,7 @@ class ConnectAttempt:
                 tls = TLSEngine(context, server_side=False, server_hostname=self._hostname)
                 hello = tls.start()
             except Exception as exc:  # e.g. a malformed server_hostname
-                conn._connecting = None
+                conn._extra().connecting = None
                 conn._abort(R_LOCAL)
                 self._failed_with(exc)
                 return
@@ -443,7 +444,7 @@ class ConnectAttempt:
         conn = self._conn
         self._conn = None
         if conn is not None and conn._state != CLOSED:
-            conn._connecting = None
+            conn._extra().connecting = None
             conn._abort(reason)
 
     def _finish(self) -> None:

@@ -261,6 +261,38 @@ class TLSLayer(_TypingProtocol):
     def shutdown(self) -> bytes: ...
 
 
+class _Rare:
+    """The fields of a :class:`Connection` that few connections ever set, in one object made
+    on first use: an idle plain connection carries one pointer for all of them. Nothing here
+    is read per message."""
+
+    __slots__ = (
+        "connecting",
+        "kv",
+        "linger_timer",
+        "outbound",
+        "preamble",
+        "proxy_addr",
+        "stage_in",
+        "stage_timer",
+    )
+
+    def __init__(self) -> None:
+        #: The socket's own peer once a preamble replaced ``_addr`` (``set_peer_address``).
+        self.proxy_addr: Any = None
+        #: ``set``/``get``/``delete``'s store.
+        self.kv: dict[str, Any] | None = None
+        #: The listener's preamble while it reads, what it has not taken yet, and its timeout
+        #: (or the TLS handshake's).
+        self.preamble: Preamble | None = None
+        self.stage_in = b""
+        self.stage_timer: TimerHandle | None = None
+        self.linger_timer: TimerHandle | None = None
+        #: Opened by ``connect`` rather than accepted; and, until it is ready, its attempt.
+        self.connecting: ConnectAttempt | None = None
+        self.outbound = False
+
+
 class Connection(Weakrefable):
     """A TCP connection served by a gev loop.
 
@@ -272,7 +304,6 @@ class Connection(Weakrefable):
         "__weakref__",
         "_accounted",
         "_addr",
-        "_connecting",
         "_eof",
         "_established",
         "_fd",
@@ -282,17 +313,13 @@ class Connection(Weakrefable):
         "_jobs",
         "_jobs_hold",
         "_kind",
-        "_kv",
-        "_linger_timer",
         "_loop",
         "_mask",
         "_out",
-        "_outbound",
         "_owed",
         "_paused",
-        "_preamble",
         "_protocol",
-        "_proxy_addr",
+        "_rare",
         "_read_paused",
         "_read_size",
         "_reader",
@@ -301,8 +328,6 @@ class Connection(Weakrefable):
         "_relay_hold",
         "_shared",
         "_shut",
-        "_stage_in",
-        "_stage_timer",
         "_state",
         "_tls",
         "_writing_hooks",
@@ -313,6 +338,20 @@ class Connection(Weakrefable):
         "last_active",
         "state",
     )
+
+    # Compiled, an instance's fields are laid out in the order mypyc first meets them: these
+    # here, then the rest in the order __init__ sets them. The one-byte flags first and
+    # together share one word (with mypyc's own bitmap) instead of padding a word each.
+    _paused: bool
+    _shut: bool
+    _eof: bool
+    _yielded: bool
+    _established: bool
+    _read_paused: bool
+    _writing_paused: bool
+    _owed: bool
+    _jobs_hold: bool
+    _relay_hold: bool
 
     def __init__(
         self,
@@ -327,8 +366,6 @@ class Connection(Weakrefable):
         # os.write would box it, allocating an int per write for every fd above 256.
         self._fd_obj: Any = fd
         self._addr: Any = addr
-        #: The socket's own peer once a preamble replaced ``_addr`` (``set_peer_address``).
-        self._proxy_addr: Any = None
         self._loop = loop
         self.handler: Any = handler
         #: Per-connection state owned by the protocol (e.g. a WebSocket session).
@@ -337,7 +374,6 @@ class Connection(Weakrefable):
         self.context: Any = None
         #: The loop's clock reading at the last read or write (kept for idle reaping).
         self.last_active: float = loop.now
-        self._kv: dict[str, Any] | None = None
         self._in: RingBuffer | None = None
         self._out: RingBuffer | None = None
         self._state = OPEN
@@ -351,16 +387,13 @@ class Connection(Weakrefable):
         #: last accounted to the loop.
         self._held = 0
         self._accounted = 0
-        self._linger_timer: TimerHandle | None = None
         self._mask = _UNREGISTERED
         #: Why it closed (a code of ``_stats.CLOSE_REASONS``), set by the first cause; 0: open.
         self._reason = 0
         #: The handler and the plugins know of it (``_establish`` ran).
         self._established = False
-        # Stages before the protocol (see the module docstring).
-        self._preamble: Preamble | None = None
-        self._stage_in = b""
-        self._stage_timer: TimerHandle | None = None
+        #: TLS, the stage before the protocol that most touches the per-message paths (see
+        #: the module docstring); the preamble is in ``_rare``.
         self._tls: TLSLayer | None = None
         self._protocol = protocol
         #: The protocol's shared packer for this connection, pinned by the protocol
@@ -380,9 +413,8 @@ class Connection(Weakrefable):
             loop._writing_hooks if handler is loop._handler else writing_hooks(handler)
         )
         self._writing_paused = False
-        #: Opened by ``connect`` rather than accepted; and, until it is ready, its attempt.
-        self._outbound = False
-        self._connecting: ConnectAttempt | None = None
+        #: What few connections use (``_Rare``), made on first use: one pointer here for all.
+        self._rare: _Rare | None = None
         # Work handed off with offload() or to async def callbacks (see _jobs.py): created on
         # first use; while replies are owed, inline replies queue behind them (``_owed``), and
         # reading stops while the connection is at its limit of owed replies (``_jobs_hold``).
@@ -436,7 +468,8 @@ class Connection(Weakrefable):
     def outbound(self) -> bool:
         """True for a connection this side opened (``Server.connect``), False for an accepted
         one."""
-        return self._outbound
+        rare = self._rare
+        return rare is not None and rare.outbound
 
     @property
     def reading_paused(self) -> bool:
@@ -507,7 +540,8 @@ class Connection(Weakrefable):
     def proxy_address(self) -> Any:
         """The socket's own peer when a preamble announced another client (the proxy's address,
         as the socket module gives it); ``None`` for a direct connection."""
-        return self._proxy_addr
+        rare = self._rare
+        return None if rare is None else rare.proxy_addr
 
     def set_peer_address(self, address: Any) -> None:
         """Make ``address`` the connection's peer (:attr:`peer_addr`, :attr:`remote_address`).
@@ -515,8 +549,9 @@ class Connection(Weakrefable):
         For a listener's preamble that learns the real client, such as the PROXY protocol;
         the socket's own peer stays available as :attr:`proxy_address`. Loop thread only.
         """
-        if self._proxy_addr is None:
-            self._proxy_addr = self._addr
+        rare = self._extra()
+        if rare.proxy_addr is None:
+            rare.proxy_addr = self._addr
         self._addr = address
 
     @property
@@ -824,17 +859,20 @@ class Connection(Weakrefable):
         self._offload_jobs().reply(reply)
 
     def set(self, key: str, value: Any) -> None:
-        kv = self._kv
+        rare = self._extra()
+        kv = rare.kv
         if kv is None:
-            kv = self._kv = {}
+            kv = rare.kv = {}
         kv[key] = value
 
     def get(self, key: str, default: Any = None) -> Any:
-        kv = self._kv
+        rare = self._rare
+        kv = None if rare is None else rare.kv
         return default if kv is None else kv.get(key, default)
 
     def delete(self, key: str) -> None:
-        kv = self._kv
+        rare = self._rare
+        kv = None if rare is None else rare.kv
         if kv is not None:
             kv.pop(key, None)
 
@@ -847,6 +885,17 @@ class Connection(Weakrefable):
         )
 
     # ------------------------------------------------------------------ loop thread only
+
+    def _extra(self) -> _Rare:
+        rare = self._rare
+        if rare is None:
+            rare = self._rare = _Rare()
+        return rare
+
+    def _attempt(self) -> ConnectAttempt | None:
+        # The outbound attempt this connection is the result of, until it is ready.
+        rare = self._rare
+        return None if rare is None else rare.connecting
 
     def _loop_call(self, fn: Any, arg: int) -> None:
         loop = self._loop
@@ -889,7 +938,9 @@ class Connection(Weakrefable):
                 # relayed-to connection's output), or input left waiting for its turn: no
                 # reading meanwhile.
                 reader = READ_NONE
-            elif self._preamble is not None or self._tls is not None:
+            elif self._tls is not None or (
+                self._rare is not None and self._rare.preamble is not None
+            ):
                 reader = READ_STAGED
             elif self._in is not None:
                 reader = READ_BUFFERED
@@ -1107,7 +1158,8 @@ class Connection(Weakrefable):
         data = self._read_bytes()
         if data is None:
             return
-        if self._preamble is not None:
+        rare = self._rare
+        if rare is not None and rare.preamble is not None:
             rest = self._feed_preamble(data)
             if rest is None:
                 return
@@ -1331,7 +1383,7 @@ class Connection(Weakrefable):
             try:
                 tls.feed_eof()
             except Exception as exc:
-                if self._connecting is not None:
+                if self._attempt() is not None:
                     self._outbound_failed(exc)
                 else:
                     self._code_failed(exc, "TLS")
@@ -1349,17 +1401,20 @@ class Connection(Weakrefable):
             return
         if not wanted:
             return
-        self._preamble = preamble
+        rare = self._extra()
+        rare.preamble = preamble
         timeout = preamble.timeout
         if timeout is not None:
-            self._stage_timer = self._loop.call_later(timeout, self._preamble_expired)
+            rare.stage_timer = self._loop.call_later(timeout, self._preamble_expired)
 
     def _feed_preamble(self, data: bytes) -> bytes | None:
         """Raw bytes to the preamble: what follows it once it is done, else None."""
-        preamble = self._preamble
+        rare = self._rare
+        assert rare is not None
+        preamble = rare.preamble
         assert preamble is not None
-        if self._stage_in:
-            data = self._stage_in + data
+        if rare.stage_in:
+            data = rare.stage_in + data
         try:
             taken = preamble.feed(self, data)
         except Exception as exc:
@@ -1376,7 +1431,7 @@ class Connection(Weakrefable):
                 )
                 self._abort(R_PROTOCOL_ERROR)
                 return None
-            self._stage_in = data
+            rare.stage_in = data
             self._account()
             return None
         if not 0 <= taken <= len(data):
@@ -1398,11 +1453,13 @@ class Connection(Weakrefable):
 
     def _preamble_done(self) -> None:
         # Nothing of the preamble stays on the connection's path.
-        self._preamble = None
-        self._stage_in = b""
-        timer = self._stage_timer
+        rare = self._rare
+        assert rare is not None
+        rare.preamble = None
+        rare.stage_in = b""
+        timer = rare.stage_timer
         if timer is not None:
-            self._stage_timer = None
+            rare.stage_timer = None
             timer.cancel()
         self._after_preamble()
         if self._state != CLOSED:
@@ -1410,8 +1467,9 @@ class Connection(Weakrefable):
             self._account()
 
     def _preamble_expired(self) -> None:
-        self._stage_timer = None
-        preamble = self._preamble
+        rare = self._extra()
+        rare.stage_timer = None
+        preamble = rare.preamble
         if preamble is not None and self._state == OPEN:
             self._set_reason(R_IDLE)
             logger.warning(
@@ -1420,7 +1478,7 @@ class Connection(Weakrefable):
                 self,
                 preamble.name,
                 preamble.timeout,
-                len(self._stage_in),
+                len(rare.stage_in),
             )
             self._abort(R_IDLE)
 
@@ -1440,10 +1498,13 @@ class Connection(Weakrefable):
         except Exception as exc:
             self._code_failed(exc, "on_connect")
             return
-        attempt = self._connecting
+        rare = self._rare
+        if rare is None:
+            return
+        attempt = rare.connecting
         if attempt is not None and self._state != CLOSED:
             # An outbound connection is ready: its caller hears of it now.
-            self._connecting = None
+            rare.connecting = None
             attempt._succeeded(self)
 
     def _set_tls(self, tls: TLSLayer | None) -> None:
@@ -1472,7 +1533,7 @@ class Connection(Weakrefable):
         is closed."""
         self._tls = tls
         if timeout is not None:
-            self._stage_timer = self._loop.call_later(timeout, self._tls_expired, timeout)
+            self._extra().stage_timer = self._loop.call_later(timeout, self._tls_expired, timeout)
         self._refresh()
 
     def _start_client_tls(self, tls: TLSLayer, hello: bytes) -> None:
@@ -1486,15 +1547,17 @@ class Connection(Weakrefable):
     def _outbound_failed(self, exc: BaseException) -> None:
         # An outbound connection failed before it was ready (its TLS handshake): the caller is
         # told (the attempt's callback), nothing is logged.
-        attempt = self._connecting
+        rare = self._rare
+        assert rare is not None
+        attempt = rare.connecting
         assert attempt is not None
-        self._connecting = None
+        rare.connecting = None
         self._set_reason(R_PROTOCOL_ERROR if isinstance(exc, ProtocolError) else R_ERROR)
         self._finalize()
         attempt._failed_with(exc)
 
     def _tls_expired(self, timeout: float) -> None:
-        self._stage_timer = None
+        self._extra().stage_timer = None
         if self._tls is not None and not self._established and self._state == OPEN:
             self._set_reason(R_IDLE)
             logger.warning(
@@ -1506,10 +1569,12 @@ class Connection(Weakrefable):
 
     def _tls_established(self) -> None:
         # The handshake completed: the connection's plaintext life begins.
-        timer = self._stage_timer
-        if timer is not None:
-            self._stage_timer = None
-            timer.cancel()
+        rare = self._rare
+        if rare is not None:
+            timer = rare.stage_timer
+            if timer is not None:
+                rare.stage_timer = None
+                timer.cancel()
         self._establish()
         if self._state != CLOSED:
             self._account()
@@ -1524,7 +1589,7 @@ class Connection(Weakrefable):
         except Exception as exc:
             if tls.want_write:
                 self._transmit(tls.take_output())  # the alert OpenSSL queued for the peer
-            if self._connecting is not None:
+            if self._attempt() is not None:
                 self._outbound_failed(exc)
             else:
                 self._code_failed(exc, "TLS")
@@ -1823,12 +1888,12 @@ class Connection(Weakrefable):
         if not self._shut:
             self._shut = True
             self._do_shutdown()
-        self._linger_timer = loop.call_later(loop.linger_timeout, self._linger_expired)
+        self._extra().linger_timer = loop.call_later(loop.linger_timeout, self._linger_expired)
         self._refresh()
         self._account()
 
     def _linger_expired(self) -> None:
-        self._linger_timer = None
+        self._extra().linger_timer = None
         if self._state == LINGERING:
             logger.debug("closing %r: no FIN from the peer within the linger timeout", self)
             self._finalize()
@@ -1877,7 +1942,10 @@ class Connection(Weakrefable):
     def _account(self) -> None:
         # Report what this connection buffers now to its loop; past the budget, the loop sheds
         # the largest holders (possibly this one: callers do nothing after this).
-        size = self._held + len(self._stage_in)
+        size = self._held
+        rare = self._rare
+        if rare is not None:
+            size += len(rare.stage_in)
         inbuf = self._in
         if inbuf is not None:
             size += len(inbuf)
@@ -1908,12 +1976,14 @@ class Connection(Weakrefable):
         self._yielded = False
         self._in = None
         self._out = None
-        self._preamble = None
-        self._stage_in = b""
-        for timer in (self._linger_timer, self._stage_timer):
-            if timer is not None:
-                timer.cancel()
-        self._linger_timer = self._stage_timer = None
+        rare = self._rare
+        if rare is not None:
+            rare.preamble = None
+            rare.stage_in = b""
+            for timer in (rare.linger_timer, rare.stage_timer):
+                if timer is not None:
+                    timer.cancel()
+            rare.linger_timer = rare.stage_timer = None
         if self._accounted:
             loop._buffered -= self._accounted
             self._accounted = 0
@@ -1946,11 +2016,12 @@ class Connection(Weakrefable):
             # Relayed: the other side closes too, after what it is still owed (as close()).
             self._relay = peer._relay = None
             peer._loop_call(peer._close, R_LOCAL)
-        attempt = self._connecting
-        if attempt is not None:
+        rare = self._rare
+        if rare is not None and rare.connecting is not None:
             # An outbound connection closed before it was ready (on_connect failed, the peer
             # went away during the TLS handshake, the server stopped): tell its caller.
-            self._connecting = None
+            attempt = rare.connecting
+            rare.connecting = None
             attempt._lost(self)
         # After on_close (an async one waits for the cancelled coroutines through it): the
         # jobs object refers to the connection, so let go of it. The TLS engine too: on_close

@@ -80,6 +80,8 @@ logger = logging.getLogger("gev")
 __all__ = ["READ_BUFFER_SIZE", "EventLoop", "TimerHandle"]
 
 _ACCEPT_BATCH = 128
+#: Client hosts whose address string accepted connections share (``EventLoop._accept``).
+_HOSTS_MAX = 1024
 _INF = float("inf")
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _TRANSIENT_ACCEPT_ERRNOS = frozenset(
@@ -180,6 +182,7 @@ class EventLoop(Weakrefable):
         "_handler",
         "_handling",
         "_holders",
+        "_hosts",
         "_listen_fd",
         "_listener",
         "_lock",
@@ -240,6 +243,8 @@ class EventLoop(Weakrefable):
         self._listener: socket.socket | None = None
         self._listen_fd = -1
         self._accept_backoff = 0.0
+        #: One str per client host for the addresses of accepted connections (``_accept``).
+        self._hosts: dict[Any, Any] = {}
         self._timers: list[tuple[float, int, TimerHandle]] = []
         self._timer_seq = itertools.count()
         self._cancelled_timers = 0
@@ -801,6 +806,21 @@ class EventLoop(Weakrefable):
                 sock.close()
                 continue
             fd = sock.detach()
+            if type(addr) is tuple:
+                # accept() makes a new str of the client's host every time, kept as long as the
+                # connection: 64 bytes a connection where many come from the same host (a load
+                # balancer, a proxy, a NAT). One str per host instead, from a bounded table.
+                host = addr[0]
+                hosts = self._hosts
+                known = hosts.get(host)
+                if known is None:
+                    if len(hosts) >= _HOSTS_MAX:
+                        hosts.clear()
+                    hosts[host] = host
+                elif len(addr) == 2:
+                    addr = (known, addr[1])
+                else:
+                    addr = (known, *addr[1:])
             loop = server._pick_loop()
             loop._assigned_count += 1
             conn = Connection(fd, addr, loop, loop._handler, server._protocol)
@@ -836,11 +856,14 @@ class EventLoop(Weakrefable):
             os.close(conn._fd)
             return
         fd = conn._fd
-        self._conns[fd] = conn
+        # The key is the connection's own int object: ``fd`` is a machine integer here
+        # (compiled), and a key made from it would be a second int per connection.
+        self._conns[conn._fd_obj] = conn
         preamble = self.server._preamble
         if preamble is not None:
             conn._start_preamble(preamble)
-        if conn._state == OPEN and conn._preamble is None:
+        rare = conn._rare
+        if conn._state == OPEN and (rare is None or rare.preamble is None):
             conn._after_preamble()
         if conn._state == CLOSED:
             return

@@ -481,8 +481,7 @@ class WebSocketProtocol(Protocol):
         session = conn.state
         if not isinstance(session, WebSocketSession):
             return None
-        ws = session._conn
-        if ws is None or ws.state is not _OPEN:
+        if not session._is_open():
             return None
         deflate = session._deflate
         if deflate is None or not deflate.server_no_context_takeover:

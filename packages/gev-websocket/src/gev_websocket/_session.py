@@ -50,6 +50,7 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import RemoteProtocolError
 
 from ._compat import wsproto_buffered, wsproto_idle
@@ -109,6 +110,7 @@ _OPEN = ConnectionState.OPEN
 _REMOTE_CLOSING = ConnectionState.REMOTE_CLOSING
 _LOCAL_CLOSING = ConnectionState.LOCAL_CLOSING
 _CLOSED = ConnectionState.CLOSED
+_ABNORMAL_CLOSURE = CloseReason.ABNORMAL_CLOSURE
 
 # wsproto reports every extension failure as "error in extension"; say which one.
 _EXTENSION_REASONS = {
@@ -335,6 +337,7 @@ class WebSocketSession:
         "_on_open",
         "_on_pong",
         "_on_request",
+        "_opened",
         "_parts",
         "_parts_size",
         "_pending",
@@ -420,7 +423,13 @@ class WebSocketSession:
         # The handshake object; dropped once OPEN (with h11 inside, it is ~2 KiB per
         # connection that nothing needs any more).
         self._ws: WSConnection | None = WSConnection(ConnectionType.SERVER)
+        # The open session's wsproto connection, only while something needs it: without
+        # compression it holds no state between two whole messages, and it is ~1.5 KiB of
+        # objects that an idle connection whose frames all take the fast path never uses.
+        # Made on first use (``_wsproto``), dropped whenever it is idle again.
         self._conn: Connection | None = None
+        #: The opening handshake completed (the session is or was OPEN).
+        self._opened = False
         self._deflate: BoundedPerMessageDeflate | None = None
         self._build_reply: Callable[[Any], bytes] = build_message
         self._fast = False
@@ -456,8 +465,13 @@ class WebSocketSession:
     @property
     def state(self) -> ConnectionState:
         """wsproto's connection state (CONNECTING, OPEN, ..., CLOSED, REJECTING)."""
-        if self._conn is not None:
-            return self._conn.state
+        conn = self._conn
+        if conn is not None:
+            return conn.state
+        if self._opened:
+            # No wsproto connection: it was OPEN and idle, and only a lost transport
+            # (receive_eof) closes it without one.
+            return _CLOSED if self.closed else _OPEN
         assert self._ws is not None
         return self._ws.state
 
@@ -577,7 +591,12 @@ class WebSocketSession:
         self.closed = True
         self._fast = False
         conn = self._conn
-        if conn is not None and conn.state is not _CLOSED:
+        if conn is None:
+            if self._opened and self.close_code is None:
+                # What wsproto reports for a transport lost while OPEN (RFC 6455 7.1.5).
+                self.close_code = _ABNORMAL_CLOSURE
+            return
+        if conn.state is not _CLOSED:
             conn.receive_data(None)
             for event in conn.events():
                 if isinstance(event, CloseConnection) and self.close_code is None:
@@ -620,21 +639,19 @@ class WebSocketSession:
 
     def send_text(self, text: str) -> bytes:
         """Frame a text message; returns b"" unless the session is OPEN."""
-        conn = self._conn
-        if conn is None or conn.state is not _OPEN:
+        if not self._is_open():
             return b""
         if self._deflate is None:
             return build_text(text)
-        return conn.send(TextMessage(data=text))
+        return self._wsproto().send(TextMessage(data=text))
 
     def send_binary(self, data: bytes | bytearray | memoryview) -> bytes:
         """Frame a binary message; returns b"" unless the session is OPEN."""
-        conn = self._conn
-        if conn is None or conn.state is not _OPEN:
+        if not self._is_open():
             return b""
         if self._deflate is None:
             return build_binary(data)
-        return conn.send(BytesMessage(data=bytes(data)))
+        return self._wsproto().send(BytesMessage(data=bytes(data)))
 
     def send(self, message: str | bytes | bytearray | memoryview) -> bytes:
         """Frame *message* as text if it is a ``str``, else as binary."""
@@ -644,12 +661,11 @@ class WebSocketSession:
 
     def ping(self, payload: bytes = b"") -> bytes:
         """Frame a ping (at most 125 bytes of payload); b"" unless OPEN."""
-        conn = self._conn
-        if conn is None or conn.state is not _OPEN:
+        if not self._is_open():
             return b""
         if len(payload) > 125:
             raise ValueError("ping payload larger than 125 bytes")
-        return conn.send(Ping(payload=bytes(payload)))
+        return self._wsproto().send(Ping(payload=bytes(payload)))
 
     def close(self, code: int = 1000, reason: str = "") -> bytes:
         """Start the closing handshake; returns the close frame (b"" if not OPEN).
@@ -657,19 +673,34 @@ class WebSocketSession:
         The session then waits for the peer's close frame, after which :attr:`closed`
         becomes true. Before the handshake completes, this only sets :attr:`closed`.
         """
-        conn = self._conn
         self._fast = False
-        if conn is None:
+        if not self._opened:
             self.closed = True
             return b""
-        if conn.state is not _OPEN:
+        if not self._is_open():
             return b""
-        return conn.send(CloseConnection(code=code, reason=reason or None))
+        return self._wsproto().send(CloseConnection(code=code, reason=reason or None))
+
+    def _is_open(self) -> bool:
+        conn = self._conn
+        if conn is not None:
+            return conn.state is _OPEN
+        return self._opened and not self.closed
+
+    def _wsproto(self) -> Connection:
+        """The open session's wsproto connection, made if it was dropped (see ``__init__``)."""
+        conn = self._conn
+        if conn is None:
+            # The extensions as _handshake gave them, minus deflate: with it the connection
+            # is never dropped (the compressors' state lives in it).
+            limits = MessageLimits(self.max_message_size, self.max_frame_size)
+            conn = self._conn = Connection(ConnectionType.SERVER, [limits])
+        return conn
 
     # -- handshake -----------------------------------------------------------------------
 
     def _handshake_done(self) -> bool:
-        return self._conn is not None
+        return self._opened
 
     def _receive_head(self, data: bytes | bytearray | memoryview, out: list[bytes]) -> bytes:
         """Collect the request head; once complete, answer it. Returns the bytes after it."""
@@ -778,14 +809,15 @@ class WebSocketSession:
                 )
             )
         )
-        conn = ws.connection
-        assert conn is not None
-        self._conn = conn
+        self._opened = True
         self._ws = None
         self.subprotocol = subprotocol
         if deflate is not None and deflate.enabled():
             self._deflate = deflate
             self._build_reply = self._build_compressed
+            self._conn = ws.connection
+        elif not self._fast_enabled:
+            self._conn = ws.connection  # every frame goes to it: no point in dropping it
         self._fast = self._fast_enabled
         if self._on_open is not None:
             self._on_open(self._context)
@@ -838,7 +870,7 @@ class WebSocketSession:
     ) -> tuple[bytes | bytearray | memoryview, int]:
         if self.closed:
             return data, len(data)
-        if self._conn is None:
+        if not self._opened:
             data = self._receive_head(data[pos:] if pos else data, out)
             pos = 0
             # Not `self._conn is None` again: mypy keeps the narrowing to None across the call
@@ -884,7 +916,9 @@ class WebSocketSession:
                 if not self._parts:
                     conn = self._conn
                     assert conn is not None
-                    self._fast = wsproto_idle(conn)
+                    self._fast = fast = wsproto_idle(conn)
+                    if fast and self._deflate is None:
+                        self._conn = None  # idle: see __init__
                 if self._work >= self._turn and pos < end:
                     # Out of work at a frame boundary, with nothing of a frame held: the rest
                     # waits for the next call. To the fast path's loop all is consumed.
@@ -915,8 +949,7 @@ class WebSocketSession:
         return data, end
 
     def _feed(self, chunk: bytes | bytearray | memoryview, out: list[bytes]) -> None:
-        conn = self._conn
-        assert conn is not None
+        conn = self._wsproto()
         self._work += FRAME_WORK + len(chunk)
         conn.receive_data(chunk)  # type: ignore[arg-type]  # wsproto copies into its buffer
         for event in conn.events():
