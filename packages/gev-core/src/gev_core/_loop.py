@@ -62,6 +62,8 @@ from ._connection import (
     READ_SMALL_SIZE,
     Connection,
     _read,
+    _reply_list,
+    _take_replies,
     _write,
 )
 from ._handler import WritingHooks, writing_hooks
@@ -220,8 +222,9 @@ class EventLoop(Weakrefable):
         self._waker = Waker()
         self._poller.register(self._waker.fd, READ)
         self._conns: dict[int, Connection] = {}
-        #: The list a protocol's ``receive`` appends its replies to; emptied after each use.
-        self._out: list[Any] = []
+        #: The list a protocol's ``receive`` appends its replies to; emptied after each use,
+        #: replaced after several replies (``_connection._take_replies``).
+        self._out: list[Any] = _reply_list()
         self._deferred: list[tuple[Callable[[Any], Any], Any]] = []
         #: Connections whose protocol stopped early (``continue_later``): resumed next iteration.
         self._ready: list[Connection] = []
@@ -480,7 +483,6 @@ class EventLoop(Weakrefable):
         OWN = READ_MESSAGES_OWN
         RELAY = READ_RELAY
         FRAMES = READ_FRAMES
-        out = self._out
         # The bound receive of the protocol read last: connections share their server's
         # protocol, and an identity check costs less than looking the method up per read.
         receiving: Any = None
@@ -548,10 +550,12 @@ class EventLoop(Weakrefable):
                             receiving = protocol
                         # Typed: compared with got as native ints, not boxed and compared
                         # as objects (a non-int from a protocol is its error, caught below).
+                        # Read per event: replaced after several replies or an error.
+                        out = self._out
                         consumed: int = receive(conn, data, out)
                         if out:
-                            reply = out[0] if len(out) == 1 else b"".join(out)
-                            out.clear()
+                            # pop, not clear: the list keeps its one slot (_reply_list).
+                            reply = out.pop() if len(out) == 1 else _take_replies(self, out)
                             if conn._owed:
                                 # A handler offloaded in this read: the replies after it
                                 # queue behind the one it owes (Connection._read_frames).
