@@ -46,11 +46,8 @@ from ._framing import (
 from ._registry import MessageRegistry
 
 if TYPE_CHECKING:
-    # i64: mypyc's native 64-bit int. The annotations that name it are never evaluated
-    # (PEP 563), so pure Python needs no mypy_extensions.
     from gev_core import Config, Connection
     from gev_ringbuffer import RingBuffer
-    from mypy_extensions import i64
 
 try:  # read by mypyc at build time; never applied to a compiled class
     from mypy_extensions import mypyc_attr
@@ -214,21 +211,14 @@ class ProtobufProtocol(Protocol):
         # Everything else -- several frames, a partial one, a bad header, a type name not
         # seen before, a registry -- goes to scan_frames, which validates everything, so this
         # shortcut only ever accepts frames scan_frames accepts too.
-        size: i64 = len(data)
+        size = len(data)
         if size > 5:
-            length: i64
-            type_len: i64
+            length: int
+            type_len: int
             if type(data) is bytes:
-                # Compiled, indexing bytes is a native load, and each byte lands in a C int64
-                # (i64), so the shifts and ors are C's: no struct call, no tuple, no int objects.
-                b0: i64 = data[0]
-                b1: i64 = data[1]
-                b2: i64 = data[2]
-                b3: i64 = data[3]
-                b4: i64 = data[4]
-                b5: i64 = data[5]
-                length = b0 << 24 | b1 << 16 | b2 << 8 | b3
-                type_len = b4 << 8 | b5
+                # Compiled, indexing bytes is a native load: no struct call, no tuple, no ints.
+                length = data[0] << 24 | data[1] << 16 | data[2] << 8 | data[3]
+                type_len = data[4] << 8 | data[5]
             else:
                 length, type_len = _unpack_header(data, 0)
             if length + 4 == size and length <= self._shortcut_max and type_len <= length - 2:
