@@ -62,6 +62,8 @@ from ._connection import (
     READ_SMALL_SIZE,
     Connection,
     _read,
+    _reply_list,
+    _take_replies,
     _write,
 )
 from ._handler import WritingHooks, writing_hooks
@@ -223,8 +225,9 @@ class EventLoop(Weakrefable):
         self._waker = Waker()
         self._poller.register(self._waker.fd, READ)
         self._conns: dict[int, Connection] = {}
-        #: The list a protocol's ``receive`` appends its replies to; emptied after each use.
-        self._out: list[Any] = []
+        #: The list a protocol's ``receive`` appends its replies to; emptied after each use,
+        #: replaced after several replies (``_connection._take_replies``).
+        self._out: list[Any] = _reply_list()
         self._deferred: list[tuple[Callable[[Any], Any], Any]] = []
         #: Connections whose protocol stopped early (``continue_later``): resumed next iteration.
         self._ready: list[Connection] = []
@@ -485,7 +488,6 @@ class EventLoop(Weakrefable):
         OWN = READ_MESSAGES_OWN
         RELAY = READ_RELAY
         FRAMES = READ_FRAMES
-        out = self._out
         # The bound receive of the protocol read last: connections share their server's
         # protocol, and an identity check costs less than looking the method up per read.
         receiving: Any = None
@@ -553,20 +555,19 @@ class EventLoop(Weakrefable):
                             receiving = protocol
                         # Typed: compared with got as native ints, not boxed and compared
                         # as objects (a non-int from a protocol is its error, caught below).
+                        # Read per event: replaced after several replies or an error.
+                        out = self._out
                         consumed: int = receive(conn, data, out)
                         if out:
                             if conn._owed:
                                 # A handler offloaded in this read: the replies after it
                                 # queue behind the one it owes (Connection._read_frames).
-                                reply = out[0] if len(out) == 1 else b"".join(out)
-                                out.clear()
-                                conn._queue_framed(reply)
+                                conn._queue_framed(_take_replies(self, out))
                             # No stage on this strategy (TLS connections read READ_STAGED):
                             # the protocol's bytes are the wire's, so past _send's TLS step.
                             elif len(out) == 1:
-                                reply = out[0]
-                                out.clear()
-                                conn._transmit(reply)
+                                # pop, not clear: the list keeps its one slot (_reply_list).
+                                conn._transmit(out.pop())
                             else:
                                 conn._transmit_out(out)  # one writev, no join
                     except Exception as exc:
