@@ -186,6 +186,25 @@ class TestCancel:
         timers.run_due(1.0)
         assert results == [False]  # it is already running
 
+    def test_timers_with_equal_hashes_in_one_bucket(
+        self, timers: LoopTimers, clock: MockClock, loop_until: LoopUntil
+    ) -> None:
+        # A timer's hash is its bucket's size when filed, so after a cancel two
+        # pending timers of one bucket share it: each cancel must still remove
+        # its own timer, and the rest fire in scheduling order.
+        fired: list[str] = []
+        a = timers.run_at(5.25, fired.append, "a")
+        b = timers.run_at(5.5, fired.append, "b")
+        assert a.cancel() is True
+        c = timers.run_at(5.75, fired.append, "c")
+        d = timers.run_at(5.5, fired.append, "d")
+        assert hash(b) == hash(c) and b != c
+        assert b.cancel() is True
+        assert b.cancel() is False
+        loop_until(timers, clock, 10.0)
+        assert fired == ["d", "c"]
+        assert not c.pending and not d.pending and not c.cancelled
+
     def test_repr(self, timers: LoopTimers) -> None:
         t = timers.run_after(1.0, print)
         assert "pending" in repr(t)
