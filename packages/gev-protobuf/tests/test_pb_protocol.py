@@ -17,6 +17,7 @@ from itertools import pairwise
 from types import ModuleType
 from typing import Any
 
+import gev_protobuf
 import pytest
 from gev_core import NEED_MORE_DATA, Config, Handler, ProtocolError
 from gev_core.testing import connect, feed, recv_exactly, serve
@@ -27,6 +28,8 @@ from gev_protobuf import (
     FrameError,
     MessageRegistry,
     ProtobufProtocol,
+    _compiled,
+    _protocol,
     pack_message,
 )
 from gev_ringbuffer import RingBuffer
@@ -606,6 +609,14 @@ def test_a_pack_override_also_frames_a_single_frame_reply() -> None:
 
 def echo_reply(conn: Any, name: Any, data: Any) -> Any:
     return name, data
+
+
+def test_the_shortcut_strategy_follows_the_build() -> None:
+    # receive()'s shortcut indexes the header and %-formats the reply where the module is
+    # compiled, and unpacks and concatenates where it is interpreted: each suite (pure,
+    # compiled) runs the other tests of this file through the strategy of its build.
+    assert _protocol._NATIVE is gev_protobuf.COMPILED
+    assert _protocol._NATIVE is _compiled.is_compiled(_protocol)
 
 
 def test_single_frame_replies_of_every_length_class_are_framed_exactly() -> None:

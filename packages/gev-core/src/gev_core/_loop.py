@@ -563,13 +563,29 @@ class EventLoop(Weakrefable):
                                 # A handler offloaded in this read: the replies after it
                                 # queue behind the one it owes (Connection._read_frames).
                                 conn._queue_framed(_take_replies(self, out))
-                            # No stage on this strategy (TLS connections read READ_STAGED):
-                            # the protocol's bytes are the wire's, so past _send's TLS step.
-                            elif len(out) == 1:
-                                # pop, not clear: the list keeps its one slot (_reply_list).
+                            elif len(out) != 1:
+                                conn._transmit_out(out)  # one writev, no join
+                            elif conn._out is not None or conn._state != OPEN:
+                                # No stage on this strategy (TLS connections read
+                                # READ_STAGED): the protocol's bytes are the wire's, so
+                                # past _send's TLS step.
                                 conn._transmit(out.pop())
                             else:
-                                conn._transmit_out(out)  # one writev, no join
+                                # Connection._transmit written out for its common case:
+                                # interpreted, the call was ~8 % of a framed echo. pop, not
+                                # clear: the list keeps its one slot (_reply_list).
+                                reply = out.pop()
+                                try:
+                                    n = write(fd, reply)
+                                except (BlockingIOError, InterruptedError):
+                                    n = 0
+                                except OSError as exc:
+                                    conn._io_failed(exc)
+                                    continue
+                                if counting:
+                                    stats.bytes_out += n
+                                if n != len(reply):
+                                    conn._buffer(reply, n)
                     except Exception as exc:
                         conn._code_failed(exc, "protocol or handler")
                         continue

@@ -25,6 +25,7 @@ from __future__ import annotations
 import codecs
 import functools
 from collections.abc import Callable
+from importlib.machinery import EXTENSION_SUFFIXES
 from typing import TYPE_CHECKING, Any, Final
 
 from gev_core import NEED_MORE_DATA, Protocol, ProtocolError
@@ -78,6 +79,12 @@ _heads: Final[list[bytes | None]] = [None] * _HEADS_SIZE
 
 # No handler: what receive()'s shortcut has seen before its first frame.
 _NOBODY: Final = object()
+
+# Whether this module runs compiled (mypyc): receive()'s shortcut then reads the header by
+# indexing and builds a reply in one %-format, both native code. Interpreted, the same steps
+# cost more than what they replace (ten subscripts against one struct unpack, a format parse
+# against two concatenations), so the pure fallback keeps those.
+_NATIVE: Final = __file__.endswith(tuple(EXTENSION_SUFFIXES))
 
 
 # Compiled where the wheel is: a native class on top of gev-core's interpreted Protocol (mypyc
@@ -215,7 +222,7 @@ class ProtobufProtocol(Protocol):
         if size > 5:
             length: int
             type_len: int
-            if type(data) is bytes:
+            if _NATIVE and type(data) is bytes:
                 # Compiled, indexing bytes is a native load: no struct call, no tuple, no ints.
                 length = data[0] << 24 | data[1] << 16 | data[2] << 8 | data[3]
                 type_len = data[4] << 8 | data[5]
@@ -258,7 +265,10 @@ class ProtobufProtocol(Protocol):
                             if head is not None:
                                 # Compiled, the frame is built in one allocation (two
                                 # concatenations would be two).
-                                out.append(b"%b%b%b" % (head, block, payload))
+                                if _NATIVE:
+                                    out.append(b"%b%b%b" % (head, block, payload))
+                                else:
+                                    out.append(head + block + payload)
                                 return size
                     if reply is not None:
                         out.append(self.pack(conn, reply))

@@ -60,10 +60,11 @@ __all__ = [
     "unmask",
 ]
 
-# First byte, second byte and the 16-bit length that follows them in a medium frame (in a short
-# one, the first half of the masking key: ignored). The native unmask reads the key in place;
-# only the pure one needs it as a number (_unpack_key), and only long frames a 64-bit length.
-_unpack_head = struct.Struct("!BBH").unpack_from
+# First byte, second byte and the 32-bit word after them: a short frame's masking key, or a
+# medium frame's 16-bit length and the first half of its key. The native unmask reads the key
+# in place; the pure one takes a short frame's from here (the common small message: one unpack,
+# not two) and a longer frame's with _unpack_key. Only long frames need a 64-bit length.
+_unpack_head = struct.Struct("!BBI").unpack_from
 _unpack_long_size = struct.Struct("!Q").unpack_from  # at offset 2
 _unpack_key = struct.Struct("!I").unpack_from
 _pack_medium = struct.Struct("!BBH").pack

@@ -502,6 +502,7 @@ class WebSocketSession:
         pos: int
         b0: int
         b1: int
+        word: int
         key: int
         n: int
         start: int
@@ -511,18 +512,20 @@ class WebSocketSession:
             data, pos = self._slow_path(data, 0, out, False)
         end = len(data)
         while pos < end:
-            b0, b1, n = _unpack_head(data, pos) if end - pos >= 6 else _SHORT
+            b0, b1, word = _unpack_head(data, pos) if end - pos >= 6 else _SHORT
             # 0x81/0x82: FIN, no RSV bit, text/binary.  b1 >= 0x80: masked.
             if (b0 == 0x82 or b0 == 0x81) and b1 >= 0x80:
-                if b1 < 0x80 + 126:
+                if b1 < 0x80 + 126:  # word is the masking key
                     n = b1 - 0x80
                     start = pos + 6
-                elif b1 == 0x80 + 126:  # n is the 16-bit length
+                elif b1 == 0x80 + 126:  # word starts with the 16-bit length
+                    n = word >> 16
                     start = pos + 8 if end - pos >= 8 and n >= 126 else end + 1
                 elif end - pos >= 14:
                     n = _unpack_long_size(data, pos + 2)[0]
                     start = pos + 14 if n >= 65536 else end + 1
                 else:
+                    n = 0
                     start = end + 1
                 stop = start + n
                 # The limit is below 2**63, so this also refuses a 64-bit length with its top
@@ -532,7 +535,7 @@ class WebSocketSession:
                     if native is not None:
                         payload = native(data, start, n)
                     elif n <= INT_UNMASK_MAX:
-                        key = _unpack_key(data, start - 4)[0]
+                        key = word if n < 126 else _unpack_key(data, start - 4)[0]
                         k = (n + 3) >> 2
                         key *= _REPUNIT[k] or _repunit(k)
                         if n & 3:
@@ -554,7 +557,18 @@ class WebSocketSession:
                     self.received += 1
                     reply = self._on_message(self._context, message)
                     if reply is not None and self._typed_replies is not None:
-                        reply = _untyped(reply, self._typed_replies)
+                        # _untyped written out: interpreted, its call cost more than its tests.
+                        if type(reply) is tuple and len(reply) == 2:
+                            kind = reply[0]
+                            value = reply[1]
+                            if (type(value) is bytes and kind == 2) or (
+                                type(value) is str and kind == 1
+                            ):
+                                reply = value
+                            else:
+                                reply = self._typed_replies(reply)
+                        else:
+                            reply = self._typed_replies(reply)
                     if reply is not None:
                         self.replied += 1
                         if type(reply) is not bytes or self._deflate is not None:
