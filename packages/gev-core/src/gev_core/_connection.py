@@ -1822,19 +1822,24 @@ class Connection(Weakrefable):
             return
         tls = self._tls
         if tls is not None:
-            # TLS seam: our close_notify goes before the FIN (RFC 8446 6.1: a peer that sees
-            # FIN without it cannot tell our end from a truncation); reading goes on.
-            try:
-                notify = tls.shutdown()
-            except Exception:
-                notify = b""
-            if notify:
-                self._transmit(notify)
+            # Our close_notify goes before the FIN (RFC 8446 6.1: a peer that sees FIN without
+            # it cannot tell our end from a truncation); reading goes on.
+            self._send_close_notify(tls.shutdown)
             if self._state == CLOSED:  # the write failed
                 return
         self._shut = True
         if self._out is None:
             self._do_shutdown()
+
+    def _send_close_notify(self, stop: Callable[[], bytes]) -> None:
+        # TLS seam: the engine's close_notify (``stop`` is its close or shutdown), after the
+        # pending output. An engine that fails here has nothing more to say to the peer.
+        try:
+            notify = stop()
+        except Exception:
+            notify = b""
+        if notify:
+            self._transmit(notify)
 
     def _do_shutdown(self) -> None:
         sock = socket.socket(fileno=self._fd)
@@ -1861,13 +1866,7 @@ class Connection(Weakrefable):
         self._yielded = False
         tls = self._tls
         if tls is not None:
-            # TLS seam: close_notify after the pending output.
-            try:
-                notify = tls.close()
-            except Exception:
-                notify = b""
-            if notify:
-                self._transmit(notify)
+            self._send_close_notify(tls.close)
             if self._state != OPEN:  # the write failed
                 return
         self._state = CLOSING
