@@ -107,6 +107,34 @@ def test_golden_vector_at_the_socket() -> None:
     assert handler.messages.get(timeout=5) == ("msg1", b"\x08\x01")
 
 
+def test_messages_are_counted_on_both_read_paths() -> None:
+    # One frame per read takes receive's shortcut; several frames in one read go through
+    # scan_frames. Both report to the loop's counters (count_traffic); a None reply is a
+    # message in but none out.
+    handler = Recorder(lambda ctx, data: None if ctx == "quiet" else (ctx, data))
+
+    def totals(server: Any) -> tuple[int, int]:
+        return (
+            sum(s.messages_in for s in server.stats),
+            sum(s.messages_out for s in server.stats),
+        )
+
+    with (
+        serve(handler, protocol=ProtobufProtocol(), count_traffic=True) as server,
+        connect(server) as sock,
+    ):
+        for i in range(3):
+            assert_echoes(sock, payload=bytes([i]))
+        sock.sendall(pack_message("a", b"1") + pack_message("quiet", b"") + pack_message("b", b"2"))
+        assert read_frames(sock, 2) == [("a", b"1"), ("b", b"2")]
+        sock.sendall(pack_message("quiet", b""))
+        assert_echoes(sock)
+        deadline = time.monotonic() + 10
+        while totals(server) != (8, 6):
+            assert time.monotonic() < deadline, f"counted {totals(server)}, expected (8, 6)"
+            time.sleep(0.01)
+
+
 def test_minimal_six_byte_frame_is_delivered_at_once() -> None:
     # Go gev waits for a 7th byte (`Length() > 6`); nothing else is sent here.
     handler = Recorder(echo)

@@ -249,6 +249,8 @@ class ProtobufProtocol(Protocol):
                         on_message = handler.on_message
                         self._dispatch = (handler, on_message)
                     reply = on_message(conn, name, buf[name_end:])
+                    # The loop's message counters (count_traffic), as every protocol reports.
+                    conn.count_messages(1, 0 if reply is None else 1)
                     if type(reply) is tuple and len(reply) == 2:
                         reply_name, payload = reply
                         block = named if reply_name is name else _name_blocks.get(reply_name)
@@ -283,19 +285,26 @@ class ProtobufProtocol(Protocol):
         on_message = conn.handler.on_message
         pack = self.pack
         registry = self.registry
-        for type_name, payload in frames:
-            if conn.closing:
-                break  # the rest of this read dies with the connection
-            if registry is None:
-                reply = on_message(conn, type_name, payload)
-            else:
-                try:
-                    message = registry.parse(type_name, payload)
-                except FrameError as exc:
-                    raise _peer_error(exc) from exc
-                reply = on_message(conn, type_name, message)
-            if reply is not None:
-                out.append(pack(conn, reply))
+        received = sent = 0
+        try:
+            for type_name, payload in frames:
+                if conn.closing:
+                    break  # the rest of this read dies with the connection
+                if registry is None:
+                    reply = on_message(conn, type_name, payload)
+                else:
+                    try:
+                        message = registry.parse(type_name, payload)
+                    except FrameError as exc:
+                        raise _peer_error(exc) from exc
+                    reply = on_message(conn, type_name, message)
+                received += 1
+                if reply is not None:
+                    out.append(pack(conn, reply))
+                    sent += 1
+        finally:
+            if received:
+                conn.count_messages(received, sent)
         return consumed
 
     def unpack(self, conn: Connection, buffer: RingBuffer) -> tuple[Any, Any] | None:
