@@ -133,6 +133,29 @@ def test_writev_gathers_buffers(impl, pair):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("count", [63, 64, 65, 200, "max"])
+def test_writev_of_many_buffers(impl, pair, count):
+    # The kernel keeps up to 64 buffers' descriptors on the C stack and longer lists on the
+    # heap: both sides of that line, mixed buffer types, and a bad item late in a long list
+    # (the views taken before it are released).
+    read, _, writev = impl
+    a, b = pair
+    n = os.sysconf("SC_IOV_MAX") if count == "max" else count
+    kinds = (lambda b: b * 3, lambda b: memoryview(b * 2), bytearray)
+    items = [kinds[i % 3](bytes([i % 256])) for i in range(n)]
+    expected = b"".join(bytes(x) for x in items)
+    assert writev(a.fileno(), items) == len(expected)
+    got = b""
+    while len(got) < len(expected):
+        got += read(b.fileno(), 65536)
+    assert got == expected
+    view = memoryview(b"v")
+    with pytest.raises(TypeError):
+        writev(a.fileno(), [view] * (n - 1) + ["text"])
+    view.release()  # raises BufferError if an export taken before the bad item was kept
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 def test_bad_arguments(impl, pair):
     read, write, writev = impl
     a, _ = pair

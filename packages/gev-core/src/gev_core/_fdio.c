@@ -32,6 +32,7 @@
 #ifndef IOV_MAX
 #define IOV_MAX 16
 #endif
+#define SMALL_IOV 64
 
 static int
 fd_arg(PyObject *obj, int *fd)
@@ -154,8 +155,10 @@ fdio_writev(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
     int fd;
     Py_ssize_t count, i, got = 0, n;
     PyObject *seq, *result = NULL;
-    struct iovec iov[IOV_MAX];
-    Py_buffer views[IOV_MAX];
+    /* IOV_MAX (1024 on Linux) of each would put ~96 KiB on the stack of whatever thread runs
+     * the loop (musl's threads get 128 KiB): short lists use the stack, longer ones the heap. */
+    struct iovec small_iov[SMALL_IOV], *iov = small_iov;
+    Py_buffer small_views[SMALL_IOV], *views = small_views;
 
     if (nargs != 2) {
         PyErr_Format(PyExc_TypeError, "writev() takes 2 arguments (%zd given)", nargs);
@@ -172,6 +175,14 @@ fdio_writev(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
         errno = EINVAL;
         PyErr_SetFromErrno(PyExc_OSError);
         goto done;
+    }
+    if (count > SMALL_IOV) {
+        iov = PyMem_New(struct iovec, (size_t)count);
+        views = PyMem_New(Py_buffer, (size_t)count);
+        if (iov == NULL || views == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
     }
     for (; got < count; got++) {
         PyObject *item = PySequence_Fast_GET_ITEM(seq, got);
@@ -203,6 +214,10 @@ fdio_writev(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
 done:
     for (i = 0; i < got; i++)
         PyBuffer_Release(&views[i]);
+    if (iov != small_iov)
+        PyMem_Free(iov);
+    if (views != small_views)
+        PyMem_Free(views);
     Py_DECREF(seq);
     return result;
 }
