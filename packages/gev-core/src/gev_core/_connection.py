@@ -788,7 +788,9 @@ class Connection(Weakrefable):
 
         A protocol whose ``receive`` hands messages to the handler reports, once per call, how
         many it handed over and how many replies it put in ``out``; the default protocol is
-        counted by the core. Costs a call and a test when statistics are off. Loop thread only.
+        counted by the core. Costs a call and a test when statistics are off; a protocol may
+        skip the call while its ``counting`` is False (:attr:`Protocol.counting
+        <gev_core.Protocol.counting>`: no loop that counts has served it). Loop thread only.
         """
         stats = self._loop.stats
         if stats.counting:
