@@ -50,6 +50,14 @@ SERVERS = {
     "bare-python": ["{python}", str(BENCH / "servers" / "bare_epoll_echo.py"), "--port", "{port}"],
     # Framed servers: run them with the loadgen --mode they speak (pbframe, ws).
     "gev-pb": ["{python}", str(ROOT / "examples" / "protobuf_echo.py"), "--port", "{port}"],
+    # The same with the loops' traffic counters on (Server(count_traffic=True)).
+    "gev-pb-count": [
+        "{python}",
+        str(ROOT / "examples" / "protobuf_echo.py"),
+        "--count-traffic",
+        "--port",
+        "{port}",
+    ],
     "gev-ws": ["{python}", str(ROOT / "examples" / "websocket_echo.py"), "--port", "{port}"],
     "picows": ["{python}", str(BENCH / "servers" / "picows_echo.py"), "--port", "{port}"],
     "websockets": ["{python}", str(BENCH / "servers" / "websockets_echo.py"), "--port", "{port}"],

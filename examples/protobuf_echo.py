@@ -26,6 +26,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=1833)
     parser.add_argument("--loops", type=int, default=1)
     parser.add_argument("--max-frame-size", type=int, default=DEFAULT_MAX_FRAME_SIZE)
+    parser.add_argument(
+        "--count-traffic", action="store_true", help="count bytes and messages (loop.stats)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     server = Server(
@@ -33,6 +36,7 @@ def main() -> None:
         address=(args.host, args.port),
         num_loops=args.loops,
         protocol=ProtobufProtocol(max_frame_size=args.max_frame_size),
+        count_traffic=args.count_traffic,
     )
     logging.getLogger("gev").info(
         "protobuf echo server on %s:%d, %d loop(s)", *server.address, args.loops

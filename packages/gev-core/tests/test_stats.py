@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from gev_core import CLOSE_REASONS, Handler, LineProtocol, LoopStats
+from gev_core import CLOSE_REASONS, Handler, LineProtocol, LoopStats, Protocol
 from gev_core.testing import connect, recv_exactly, serve
 
 BIG = 1 << 20
@@ -141,6 +141,73 @@ def test_a_framed_protocol_counts_its_messages() -> None:
         assert stats.messages_out == 3
         assert stats.bytes_in == 15
         assert stats.bytes_out == 9
+
+
+def test_a_framed_protocol_counts_from_when_counting_is_turned_on() -> None:
+    # Protocol.counting: the protocol skips count_messages until a loop that counts serves
+    # it; turned on while a connection is open, that connection's next messages count.
+    protocol = LineProtocol()
+    with serve(Echo(), protocol=protocol) as srv:
+        stats = srv.loops[0].stats
+        with connect(srv) as sock:
+            sock.sendall(b"a\n")
+            assert recv_exactly(sock, 2) == b"a\n"
+            assert protocol.counting is False
+            assert stats.messages_in == 0
+            srv.count_traffic = True
+            sock.sendall(b"bb\nquiet\n")
+            sock.sendall(b"ccc\n")
+            assert recv_exactly(sock, 7) == b"bb\nccc\n"
+            _wait(lambda: stats.messages_in == 3)
+            assert protocol.counting is True
+            assert stats.messages_out == 2
+        with connect(srv) as sock:
+            _lockstep(sock, [b"d\n"])
+        _wait(lambda: stats.closed_eof == 2)
+        assert (stats.messages_in, stats.messages_out) == (4, 3)
+
+
+def test_a_protocol_set_on_the_connection_counts() -> None:
+    # A protocol that no server was given (a handler or plugin swaps it in) learns that its
+    # loop counts when it is set.
+    swapped: list[LineProtocol] = []
+
+    class Swap(Echo):
+        def on_connect(self, conn: Any) -> None:
+            swapped.append(LineProtocol())
+            conn.protocol = swapped[-1]
+
+    with serve(Swap(), count_traffic=True) as srv:
+        stats = srv.loops[0].stats
+        with connect(srv) as sock:
+            sock.sendall(b"a\nquiet\nb\n")
+            assert recv_exactly(sock, 4) == b"a\nb\n"
+        _wait(lambda: stats.closed_eof == 1)
+        assert swapped[0].counting is True
+        assert (stats.messages_in, stats.messages_out) == (3, 2)
+
+
+class _Reporting(Protocol):
+    """A third-party protocol that reports every message whatever its ``counting`` says."""
+
+    accepts_bytes = True
+
+    def receive(self, conn: Any, data: Any, out: list[Any]) -> int:
+        reply = conn.handler.on_message(conn, None, bytes(data))
+        if reply is not None:
+            out.append(reply)
+        conn.count_messages(1, 0 if reply is None else 1)
+        return len(data)
+
+
+@pytest.mark.parametrize("counting", [False, True])
+def test_a_protocol_that_always_reports_is_counted_exactly(counting: bool) -> None:
+    with serve(Echo(), protocol=_Reporting(), count_traffic=counting) as srv:
+        stats = srv.loops[0].stats
+        with connect(srv) as sock:
+            _lockstep(sock, [b"one", b"two", b"three"])
+        _wait(lambda: stats.closed_eof == 1)
+        assert (stats.messages_in, stats.messages_out) == ((3, 3) if counting else (0, 0))
 
 
 def test_a_peer_that_does_not_read_counts_a_backpressure_pause() -> None:

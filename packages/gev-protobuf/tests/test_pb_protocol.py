@@ -135,6 +135,25 @@ def test_messages_are_counted_on_both_read_paths() -> None:
             time.sleep(0.01)
 
 
+def test_messages_are_counted_from_when_counting_is_turned_on() -> None:
+    # Protocol.counting: receive skips count_messages until a loop that counts serves the
+    # protocol; turned on while connected, that connection's next frames count, on both paths.
+    protocol = ProtobufProtocol()
+    with serve(Recorder(echo), protocol=protocol) as server, connect(server) as sock:
+        assert_echoes(sock)
+        assert protocol.counting is False
+        assert [(s.messages_in, s.messages_out) for s in server.stats] == [(0, 0)]
+        server.count_traffic = True
+        assert_echoes(sock)
+        sock.sendall(pack_message("a", b"1") + pack_message("b", b"2"))
+        assert read_frames(sock, 2) == [("a", b"1"), ("b", b"2")]
+        deadline = time.monotonic() + 10
+        while [(s.messages_in, s.messages_out) for s in server.stats] != [(3, 3)]:
+            assert time.monotonic() < deadline, "not counted"
+            time.sleep(0.01)
+        assert protocol.counting is True
+
+
 def test_minimal_six_byte_frame_is_delivered_at_once() -> None:
     # Go gev waits for a 7th byte (`Length() > 6`); nothing else is sent here.
     handler = Recorder(echo)

@@ -59,3 +59,22 @@ def test_nothing_is_counted_unless_asked() -> None:
             assert ws.recv(timeout=10) == "hello"
         assert _totals(srv) == (0, 0)
         assert sum(s.accepted for s in srv.stats) == 1
+
+
+def test_counted_from_when_counting_is_turned_on() -> None:
+    # Protocol.counting, which the compiled reader keeps a copy of: turned on while a
+    # session is open, its next messages count.
+    protocol = WebSocketProtocol()
+    with serve(Echo(), protocol=protocol) as srv:
+        with sync.connect(f"ws://127.0.0.1:{srv.port}/", open_timeout=10) as ws:
+            ws.send("hello")
+            assert ws.recv(timeout=10) == "hello"
+            assert protocol.counting is False
+            srv.count_traffic = True
+            ws.send("again")
+            assert ws.recv(timeout=10) == "again"
+            ws.send("silent")
+            ws.send("last")
+            assert ws.recv(timeout=10) == "last"
+            _wait_for(srv, (3, 2))
+        assert protocol.counting is True

@@ -403,6 +403,8 @@ class Connection(Weakrefable):
         #: READ_FRAMES, READ_BUFFERED or READ_MESSAGES_OWN), decided when the protocol is set.
         self._kind = _reader_for(protocol, handler is loop._handler)
         self._reader = self._kind
+        if loop.stats.counting:
+            _note_counting(protocol)
         #: What the next read asks for: READ_SMALL_SIZE or READ_BUFFER_SIZE (``_read_rest``).
         self._read_size = READ_SMALL_SIZE
         #: Reading paused by the application (``pause_reading``), not by the core.
@@ -441,6 +443,8 @@ class Connection(Weakrefable):
     def protocol(self, protocol: Protocol) -> None:
         self._protocol = protocol
         self._shared = None  # the previous protocol's answer
+        if self._loop.stats.counting:
+            _note_counting(protocol)
         if self._relay is None:  # a relayed connection's bytes bypass the protocol
             self._kind = _reader_for(protocol, self.handler is self._loop._handler)
         self._refresh()
@@ -784,7 +788,9 @@ class Connection(Weakrefable):
 
         A protocol whose ``receive`` hands messages to the handler reports, once per call, how
         many it handed over and how many replies it put in ``out``; the default protocol is
-        counted by the core. Costs a call and a test when statistics are off. Loop thread only.
+        counted by the core. Costs a call and a test when statistics are off; a protocol may
+        skip the call while its ``counting`` is False (:attr:`Protocol.counting
+        <gev_core.Protocol.counting>`: no loop that counts has served it). Loop thread only.
         """
         stats = self._loop.stats
         if stats.counting:
@@ -2092,6 +2098,18 @@ def _reader_for(protocol: Protocol, loop_handler: bool = True) -> int:
     if getattr(protocol, "accepts_bytes", False) is True:
         return READ_FRAMES
     return READ_BUFFERED
+
+
+def _note_counting(protocol: Any) -> None:
+    """A loop that counts traffic serves ``protocol``: set its ``counting`` (``Protocol``).
+
+    A protocol that keeps no such flag, or refuses it, reports as it always has.
+    """
+    if getattr(protocol, "counting", True) is False:
+        try:
+            protocol.counting = True
+        except (AttributeError, TypeError):
+            pass
 
 
 def _owned(data: Any) -> Any:

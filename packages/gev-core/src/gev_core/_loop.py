@@ -61,6 +61,7 @@ from ._connection import (
     READ_RELAY,
     READ_SMALL_SIZE,
     Connection,
+    _note_counting,
     _read,
     _reply_list,
     _take_replies,
@@ -497,6 +498,8 @@ class EventLoop(Weakrefable):
         monotonic_ns = time.monotonic_ns
         #: When this iteration's work began (``monotonic_ns``), read only while counting.
         woke = 0
+        # Whether the last iteration counted: the protocols served learn that counting began.
+        counted = False
         while self._running:
             timeout = self._timeout() if self._timed or tasks or deferred else -1.0
             try:
@@ -507,6 +510,13 @@ class EventLoop(Weakrefable):
             counting = stats.counting
             if counting:
                 woke = monotonic_ns()
+                if not counted:
+                    # Counting began (Server.count_traffic, any thread): every protocol
+                    # these connections speak reports from now on (Protocol.counting); new
+                    # connections and swapped protocols are told as they come.
+                    for served in list(conns.values()):
+                        _note_counting(served._protocol)
+            counted = counting
             if self._timed:
                 self._run_timers()
                 now = self.now

@@ -66,6 +66,14 @@ class Protocol:
     #: only what both types offer: ``len``, slicing, ``struct.unpack_from``, ``bytes(data)``.
     accepts_bytes: ClassVar[bool] = False
 
+    #: True once a loop that counts traffic (``Server.count_traffic``) has served this
+    #: protocol; the loops set it, nothing clears it. While it is False no loop that counts
+    #: uses this protocol, and :meth:`receive` may skip ``conn.count_messages``: for a protocol
+    #: compiled apart from gev-core that call is a tenth of a small frame's echo. Once True,
+    #: report as usual (``count_messages`` still checks the connection's own loop, so loops
+    #: that don't count stay at zero).
+    counting: bool = False
+
     def connection_made(self, conn: Connection) -> None:
         """Called on the connection's loop before the handler's ``on_connect``."""
 
@@ -137,7 +145,8 @@ class Protocol:
         For each frame call ``conn.handler.on_message(conn, ctx, payload)`` and append the packed
         reply, if not ``None``, to ``out``: the reactor sends everything in ``out`` with one write.
         Report what one call handed over with ``conn.count_messages(received, sent)`` (the
-        loop's statistics; it returns at once while they are off).
+        loop's statistics; it returns at once while they are off). A protocol may skip that
+        call while its :attr:`counting` is False: no loop that counts has served it yet.
         Stop early once ``conn.closing`` is true. The default runs :meth:`unpack` over a zero-copy
         ring buffer.
 
@@ -161,7 +170,7 @@ class Protocol:
             if reply is not None:
                 out.append(pack(conn, reply))
                 sent += 1
-        if received:
+        if received and self.counting:
             conn.count_messages(received, sent)
         return total - len(buf)
 
@@ -183,7 +192,8 @@ class DefaultProtocol(Protocol):
         if reply is not None:
             out.append(reply)
         # The general path (output pending); the common one is counted by the loop itself.
-        conn.count_messages(1, 0 if reply is None else 1)
+        if self.counting:
+            conn.count_messages(1, 0 if reply is None else 1)
         return len(data)
 
     def shared_packer(self, conn: Connection) -> Callable[[Any], bytes] | None:
@@ -256,7 +266,7 @@ class LengthFieldProtocol(Protocol):
             if reply is not None:
                 out.append(pack(conn, reply))
                 sent += 1
-        if received:
+        if received and self.counting:
             conn.count_messages(received, sent)
         return pos
 
@@ -341,7 +351,7 @@ class LineProtocol(Protocol):
             if reply is not None:
                 out.append(pack(conn, reply))
                 sent += 1
-        if received:
+        if received and self.counting:
             conn.count_messages(received, sent)
         if len(raw) - pos > self.max_line_length + dlen:
             raise ProtocolError(f"no delimiter within max_line_length {self.max_line_length} bytes")

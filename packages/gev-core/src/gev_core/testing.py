@@ -38,6 +38,7 @@ from types import TracebackType
 from typing import Any
 
 from ._bind import parse_address
+from ._connection import _note_counting
 from ._protocol import Protocol
 from ._server import Server
 from ._sslcontext import client_context, server_context
@@ -478,8 +479,9 @@ class FakeConnection:
 
     ``written`` collects raw writes, ``closed`` tells whether ``close``/``abort`` was called
     (and ``close_reason`` with which reason); ``messages_in``/``messages_out`` add up what the
-    protocol reported with ``count_messages``; ``pinned_packer`` is what the protocol last gave
-    ``pin_shared_packer``.
+    protocol reported with ``count_messages``, as a loop that counts traffic would (given a
+    ``protocol``, its :attr:`~gev_core.Protocol.counting` is set, so that it reports);
+    ``pinned_packer`` is what the protocol last gave ``pin_shared_packer``.
     """
 
     def __init__(self, handler: Any = None, protocol: Protocol | None = None) -> None:
@@ -494,6 +496,8 @@ class FakeConnection:
         self.messages_out = 0
         self.pinned_packer: Any = None
         self._kv: dict[str, Any] = {}
+        if protocol is not None:
+            _note_counting(protocol)
 
     @property
     def closing(self) -> bool:

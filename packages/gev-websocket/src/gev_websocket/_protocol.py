@@ -287,10 +287,14 @@ class WebSocketProtocol(Protocol):
         # Per handler, built once: what the session calls with each message, whether that
         # returns (MessageType, data), and which optional callbacks exist.
         self._wiring: dict[int, tuple[Any, bool, Any, Any, Any, bool]] = {}
+        # Protocol.counting (the property below), and the compiled reader that keeps a copy.
+        self._counting = False
+        self._reader: FrameReader | None = None
         if _COMPILED_READER and type(self).receive is WebSocketProtocol.receive:
             # The reactor's per-read call without an interpreted frame (see FrameReader). A
             # cycle through this protocol, which lives as long as its server anyway.
-            self.receive = FrameReader(self).receive  # type: ignore[method-assign]
+            self._reader = FrameReader(self)
+            self.receive = self._reader.receive  # type: ignore[method-assign]
         # Fail at construction, not on the first connection, if the limits are nonsense.
         WebSocketSession(
             max_message_size=max_message_size,
@@ -421,8 +425,10 @@ class WebSocketProtocol(Protocol):
         except Exception:
             closed = self._handler_failed(conn, session, out)
         # Messages handed to the handler and the replies it returned: the loop's counters,
-        # while they count (control frames and the handshake are not messages).
-        conn.count_messages(session.received - received, session.replied - replied)
+        # once a loop that counts has served this protocol (control frames and the handshake
+        # are not messages).
+        if self._counting:
+            conn.count_messages(session.received - received, session.replied - replied)
         if closed:
             return self._closed(conn, session, len(data))
         left = session.unconsumed
@@ -435,6 +441,18 @@ class WebSocketProtocol(Protocol):
 
     # What FrameReader hands back to: this class's receive, whatever the instance's now is.
     receive_general = receive
+
+    @property
+    def counting(self) -> bool:
+        """:attr:`Protocol.counting <gev_core.Protocol.counting>`; the compiled reader keeps a
+        copy, which it reads natively (this property would be a lookup and a call per read)."""
+        return self._counting
+
+    @counting.setter
+    def counting(self, on: bool) -> None:
+        self._counting = on
+        if self._reader is not None:
+            self._reader.counting = on
 
     def _handler_failed(self, conn: Connection, session: _Session, out: list[Any]) -> bool:
         logger.exception("closing %r with 1011: the WebSocket handler failed", conn)

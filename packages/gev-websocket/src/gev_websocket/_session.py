@@ -1051,10 +1051,12 @@ class FrameReader:
     steady state: a closed session (lingering), a handler that raised, a close to start.
     """
 
-    __slots__ = ("_protocol",)
+    __slots__ = ("_protocol", "counting")
 
     def __init__(self, protocol: Any) -> None:
         self._protocol = protocol
+        #: The protocol's ``counting`` (Protocol.counting), set by it: read natively here.
+        self.counting = False
 
     def receive(self, conn: Any, data: bytes | bytearray | memoryview, out: list[bytes]) -> int:
         session = conn.state
@@ -1066,7 +1068,8 @@ class FrameReader:
             closed = session.receive(data, out)
         except Exception:
             closed = self._protocol._handler_failed(conn, session, out)
-        conn.count_messages(session.received - received, session.replied - replied)
+        if self.counting:
+            conn.count_messages(session.received - received, session.replied - replied)
         if closed:
             return self._protocol._closed(conn, session, len(data))  # type: ignore[no-any-return]
         left = session.unconsumed
