@@ -500,6 +500,13 @@ class EventLoop(Weakrefable):
         woke = 0
         # Whether the last iteration counted: the protocols served learn that counting began.
         counted = False
+        # The default protocol's traffic is summed in locals over the batch and stored once
+        # after it: an attribute increment per message costs a measurable share of a
+        # pure-Python echo. Paths that may close a connection at once count at once, so
+        # that whoever sees it closed sees its bytes too (closes asked for by a handler
+        # are deferred until after the batch, behind this store). Only added to while
+        # counting, so zeroed after each store rather than per iteration.
+        b_in = b_out = m_in = m_out = 0
         while self._running:
             timeout = self._timeout() if self._timed or tasks or deferred else -1.0
             try:
@@ -520,12 +527,6 @@ class EventLoop(Weakrefable):
             if self._timed:
                 self._run_timers()
                 now = self.now
-            # The default protocol's traffic is summed in locals over the batch and stored once
-            # after it: an attribute increment per message costs a measurable share of a
-            # pure-Python echo. Paths that may close a connection at once count at once, so
-            # that whoever sees it closed sees its bytes too (closes asked for by a handler
-            # are deferred until after the batch, behind this store).
-            b_in = b_out = m_in = m_out = 0
             self._dispatching = True
             for fd, ev in events:
                 conn = conns.get(fd)
@@ -687,6 +688,7 @@ class EventLoop(Weakrefable):
                 stats.bytes_out += b_out
                 stats.messages_in += m_in
                 stats.messages_out += m_out
+                b_in = b_out = m_in = m_out = 0
             if deferred:
                 self._run_deferred()
             if tasks:
