@@ -34,6 +34,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
+from struct import error as struct_error
 from typing import Any, final
 
 from wsproto import ConnectionType, WSConnection
@@ -512,7 +513,10 @@ class WebSocketSession:
             data, pos = self._slow_path(data, 0, out, False)
         end = len(data)
         while pos < end:
-            b0, b1, word = _unpack_head(data, pos) if end - pos >= 6 else _SHORT
+            try:
+                b0, b1, word = _unpack_head(data, pos)
+            except struct_error:  # fewer than 6 bytes left (rare): no test on every frame
+                b0, b1, word = _SHORT
             # 0x81/0x82: FIN, no RSV bit, text/binary.  b1 >= 0x80: masked.
             if (b0 == 0x82 or b0 == 0x81) and b1 >= 0x80:
                 if b1 < 0x80 + 126:  # word is the masking key
@@ -535,9 +539,10 @@ class WebSocketSession:
                     if native is not None:
                         payload = native(data, start, n)
                     elif n <= INT_UNMASK_MAX:
-                        key = word if n < 126 else _unpack_key(data, start - 4)[0]
+                        if n >= 126:  # word began with the length: the key follows it
+                            word = _unpack_key(data, start - 4)[0]
                         k = (n + 3) >> 2
-                        key *= _REPUNIT[k] or _repunit(k)
+                        key = word * (_REPUNIT[k] or _repunit(k))
                         if n & 3:
                             key >>= (k << 5) - (n << 3)
                         payload = (_from_bytes(data[start:stop], "big") ^ key).to_bytes(n, "big")
@@ -559,8 +564,9 @@ class WebSocketSession:
                     if reply is not None and self._typed_replies is not None:
                         # _untyped written out: interpreted, its call cost more than its tests.
                         if type(reply) is tuple and len(reply) == 2:
-                            kind = reply[0]
-                            value = reply[1]
+                            # Typed so that compiled code unpacks a tuple, not an iterator.
+                            pair: tuple[Any, Any] = reply
+                            kind, value = pair
                             if (type(value) is bytes and kind == 2) or (
                                 type(value) is str and kind == 1
                             ):
