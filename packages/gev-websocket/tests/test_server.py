@@ -144,6 +144,27 @@ def test_echo_text_and_binary_with_websockets(server: Any) -> None:
         assert pong.wait(10)
 
 
+class PlainKinds(WebSocketHandler):
+    # Kinds as plain ints: the fast path tells MessageType members by identity and hands these
+    # to the protocol's conversion, which accepts them alike.
+    def on_message(self, conn: Connection, data: str | bytes) -> tuple[Any, Any] | None:
+        return (1 if isinstance(data, str) else 2), data
+
+
+def test_replies_typed_with_plain_ints() -> None:
+    sync = pytest.importorskip("websockets.sync.client")
+    with (
+        serve(PlainKinds(), protocol=WebSocketProtocol()) as srv,
+        sync.connect(url(srv), open_timeout=10, compression=None) as ws,
+    ):
+        ws.send("text")
+        assert ws.recv(timeout=10) == "text"
+        ws.send(b"\x00" * 300)
+        assert ws.recv(timeout=10) == b"\x00" * 300
+        ws.send(["frag", "mented"])  # through wsproto
+        assert ws.recv(timeout=10) == "fragmented"
+
+
 def test_echo_with_raw_wsproto_client_and_clean_close(server: Any, echo: Echo) -> None:
     client = RawClient(server).open()
     client.send(TextMessage(data="hi"))

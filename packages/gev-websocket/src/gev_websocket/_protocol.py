@@ -22,7 +22,6 @@ for a protocol error, a handshake that never completes) are logged as one WARNIN
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from wsproto.events import Request
 from . import _session
 from ._compiled import is_compiled
 from ._fastpath import build_message
+from ._message_type import BINARY, TEXT, MessageType
 from ._session import (
     DEFAULT_MAX_HANDSHAKE_SIZE,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -68,17 +68,6 @@ _OPEN = ConnectionState.OPEN
 _COMPILED_READER = is_compiled(_session)
 
 RequestHook = Callable[[Request], "Accept | Reject | None"]
-
-
-class MessageType(enum.IntEnum):
-    """The type of a message, numbered like the RFC 6455 opcodes (and gev's ``ws.MessageType``)."""
-
-    TEXT = 1
-    BINARY = 2
-
-
-TEXT = MessageType.TEXT
-BINARY = MessageType.BINARY
 
 
 class WebSocketHandler:

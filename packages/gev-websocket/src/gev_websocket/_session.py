@@ -75,6 +75,7 @@ from ._fastpath import (
     build_message,
     build_text,
 )
+from ._message_type import BINARY, TEXT
 
 try:  # read by mypyc at build time (docs/compiled.md); never applied to a compiled class
     from mypy_extensions import mypyc_attr
@@ -206,15 +207,16 @@ def _untyped(result: Any, convert: Callable[[Any], Reply]) -> Reply:
     binary, None = nothing.
 
     The common replies are taken here (compiled: no Python call); anything else goes to
-    *convert* (the protocol's ``_typed_reply``), which converts it or raises. ``kind == 2``
-    holds for ``MessageType.BINARY`` and for a plain 2, which *convert* accepts alike.
+    *convert* (the protocol's ``_typed_reply``), which converts it or raises. The kind is told
+    by identity (an ``IntEnum`` compared with ``==`` takes the slow generic path): a plain 1
+    or 2 goes to *convert*, which accepts it alike.
     """
     if type(result) is tuple and len(result) == 2:
         reply = result[1]
         kind = result[0]
-        if type(reply) is bytes and kind == 2:
+        if type(reply) is bytes and kind is BINARY:
             return reply
-        if type(reply) is str and kind == 1:
+        if type(reply) is str and kind is TEXT:
             return reply
     return convert(result)
 
@@ -567,8 +569,8 @@ class WebSocketSession:
                             # Typed so that compiled code unpacks a tuple, not an iterator.
                             pair: tuple[Any, Any] = reply
                             kind, value = pair
-                            if (type(value) is bytes and kind == 2) or (
-                                type(value) is str and kind == 1
+                            if (type(value) is bytes and kind is BINARY) or (
+                                type(value) is str and kind is TEXT
                             ):
                                 reply = value
                             else:
