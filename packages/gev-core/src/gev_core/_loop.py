@@ -619,9 +619,14 @@ class EventLoop(Weakrefable):
                     got = len(data)
                 conn.last_active = now
                 if reader == RELAY:
-                    peer = conn._relay
+                    # A relayed connection has its side object (Connection.relay made it).
+                    rare = conn._rare
+                    assert rare is not None
+                    peer = rare.relay
                     if peer is not None and peer._state == OPEN:
-                        if deferred or peer._tls is not None:
+                        peer_rare = peer._rare
+                        assert peer_rare is not None
+                        if deferred or peer_rare.tls is not None:
                             peer.write(data)
                         else:
                             peer._transmit(data, True)
