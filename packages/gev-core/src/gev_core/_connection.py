@@ -117,6 +117,10 @@ from ._stats import (
 from ._tls import TLSEngine
 
 if TYPE_CHECKING:
+    # mypyc's native ints: annotations only, so the pure-Python build does not need
+    # mypy_extensions (at run time the fields hold plain ints).
+    from mypy_extensions import i32, u8
+
     from ._connect import ConnectAttempt
     from ._jobs import ConnectionJobs
     from ._loop import EventLoop, TimerHandle
@@ -347,8 +351,10 @@ class Connection(Weakrefable):
     )
 
     # Compiled, an instance's fields are laid out in the order mypyc first meets them: these
-    # here, then the rest in the order __init__ sets them. The one-byte flags first and
-    # together share one word (with mypyc's own bitmap) instead of padding a word each.
+    # here, then the rest in the order __init__ sets them. The one-byte flags first, then the
+    # small numbers as one-byte and four-byte native ints: together they fill three words
+    # where a bool or a tagged int took a word each (a compiled instance 256 -> 208 bytes
+    # with the address and TLS changes).
     _paused: bool
     _shut: bool
     _eof: bool
@@ -359,8 +365,15 @@ class Connection(Weakrefable):
     _owed: bool
     _jobs_hold: bool
     _relay_hold: bool
-    #: The peer's port when ``_addr`` is its host alone, else -1 (``_set_address``).
-    _port: int
+    _state: u8  # OPEN .. CLOSED
+    _reader: u8  # READ_*
+    _kind: u8  # READ_*
+    _reason: u8  # an index into CLOSE_REASONS, 0 while open
+    _mask: i32  # poller interest, or _UNREGISTERED
+    #: The peer's port when ``_addr`` is its host alone, else -1 (``_split_address``).
+    _port: i32
+    _read_size: i32  # READ_SMALL_SIZE or READ_BUFFER_SIZE
+    _addr: Any
 
     def __init__(
         self,
@@ -374,7 +387,7 @@ class Connection(Weakrefable):
         # The same number as a Python int, made once: compiled code passing ``_fd`` to
         # os.write would box it, allocating an int per write for every fd above 256.
         self._fd_obj: Any = fd
-        self._set_address(addr)
+        self._addr, self._port = _split_address(addr)
         self._loop = loop
         self.handler: Any = handler
         #: Per-connection state owned by the protocol (e.g. a WebSocket session).
@@ -562,21 +575,7 @@ class Connection(Weakrefable):
         rare = self._extra()
         if rare.proxy_addr is None:
             rare.proxy_addr = self.remote_address
-        self._set_address(address)
-
-    def _set_address(self, address: Any) -> None:
-        # An (host, port) pair is kept as its two parts, the port a native int (compiled):
-        # the tuple and the port's int object were 96 of an idle connection's ~420 bytes.
-        # remote_address makes the tuple again when asked. Anything else (an IPv6 4-tuple, a
-        # Unix socket's path) is kept as given, with ``_port`` -1.
-        if type(address) is tuple and len(address) == 2 and type(address[0]) is str:
-            port = address[1]
-            if type(port) is int and 0 <= port <= 0xFFFF:
-                self._addr = address[0]
-                self._port = port
-                return
-        self._addr = address
-        self._port = -1
+        self._addr, self._port = _split_address(address)
 
     @property
     def tls_version(self) -> str | None:
@@ -958,6 +957,7 @@ class Connection(Weakrefable):
     def _refresh(self) -> None:
         """Choose the read strategy for the connection's state now, and the poller interest."""
         state = self._state
+        reader: u8
         if state == OPEN:
             if (
                 self._paused
@@ -2068,6 +2068,20 @@ class Connection(Weakrefable):
         self._jobs = None
         if rare is not None:
             rare.tls = None
+
+
+def _split_address(address: Any) -> tuple[Any, int]:
+    # A (host, port) pair is kept as its two parts, the port a native int (compiled): the
+    # tuple and the port's int object were 96 of an idle connection's ~420 bytes, and
+    # remote_address makes the tuple again when asked. Anything else (an IPv6 4-tuple, a Unix
+    # socket's path) is kept as given, with port -1. A function, not a method: __init__ calls
+    # it, and a method called there would make mypyc give up proving the fields set after it
+    # always defined (a check per read of each).
+    if type(address) is tuple and len(address) == 2 and type(address[0]) is str:
+        port = address[1]
+        if type(port) is int and 0 <= port <= 0xFFFF:
+            return address[0], port
+    return address, -1
 
 
 def _reply_list() -> list[Any]:
