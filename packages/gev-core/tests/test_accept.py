@@ -11,6 +11,7 @@ import textwrap
 import threading
 import time
 
+import pytest
 from gev_core import Handler
 from gev_core.testing import connect, serve
 
@@ -93,3 +94,42 @@ def test_connections_from_one_host_share_its_address_string():
     # One str for the host, not one per accepted connection (64 bytes each, kept while open).
     assert hosts[0] is hosts[1] is hosts[2]
     assert len({address[1] for address in seen}) == 3
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_remote_address_is_the_peer_as_the_socket_module_gives_it(host):
+    # A connection keeps an IPv4 peer as its host and port, not the tuple accept() made:
+    # remote_address makes the same tuple again; an IPv6 peer's 4-tuple is kept as given.
+    if host == "::1" and not _ipv6_loopback():
+        pytest.skip("no IPv6 loopback")
+    seen = []
+    ready = threading.Event()
+
+    class Keep(Handler):
+        def on_connect(self, conn):
+            seen.append((conn.remote_address, conn.peer_addr, repr(conn)))
+            ready.set()
+
+    with serve(Keep(), address=(host, 0)) as server:
+        client = connect(server)
+        try:
+            assert ready.wait(5)
+            mine = client.getsockname()
+        finally:
+            client.close()
+    (remote, peer, text) = seen[0]
+    assert remote == mine and type(remote) is tuple
+    if host == "::1":
+        assert len(remote) == 4 and peer == f"[::1]:{mine[1]}"
+    else:
+        assert remote == ("127.0.0.1", mine[1]) and peer == f"127.0.0.1:{mine[1]}"
+    assert f"peer={peer}" in text

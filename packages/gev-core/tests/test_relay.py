@@ -227,7 +227,7 @@ def test_a_close_on_either_side_closes_the_other(upstream: Any, side: str) -> No
             assert s.recv(10) == b""
         wait_for(lambda: sorted(front.closed) == ["client", "upstream"])
         client, up = front.pairs[0]
-        assert client._relay is None and up._relay is None  # nothing refers back
+        assert client._relay_peer() is None and up._relay_peer() is None  # nothing refers back
 
 
 def test_misuses_are_refused(upstream: Any) -> None:

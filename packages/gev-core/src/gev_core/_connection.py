@@ -117,6 +117,10 @@ from ._stats import (
 from ._tls import TLSEngine
 
 if TYPE_CHECKING:
+    # mypyc's native ints: annotations only, so the pure-Python build does not need
+    # mypy_extensions (at run time the fields hold plain ints).
+    from mypy_extensions import i32, u8
+
     from ._connect import ConnectAttempt
     from ._jobs import ConnectionJobs
     from ._loop import EventLoop, TimerHandle
@@ -273,8 +277,10 @@ class _Rare:
         "outbound",
         "preamble",
         "proxy_addr",
+        "relay",
         "stage_in",
         "stage_timer",
+        "tls",
     )
 
     def __init__(self) -> None:
@@ -291,6 +297,12 @@ class _Rare:
         #: Opened by ``connect`` rather than accepted; and, until it is ready, its attempt.
         self.connecting: ConnectAttempt | None = None
         self.outbound = False
+        #: TLS, the stage between the socket and the protocol (see the module docstring):
+        #: read on every send, where an idle plain connection pays one load of ``_rare``
+        #: as it paid one of its own field, a TLS connection one more.
+        self.tls: TLSLayer | None = None
+        #: The connection this one is joined to by ``relay`` (both ways).
+        self.relay: Connection | None = None
 
 
 class Connection(Weakrefable):
@@ -318,18 +330,17 @@ class Connection(Weakrefable):
         "_out",
         "_owed",
         "_paused",
+        "_port",
         "_protocol",
         "_rare",
         "_read_paused",
         "_read_size",
         "_reader",
         "_reason",
-        "_relay",
         "_relay_hold",
         "_shared",
         "_shut",
         "_state",
-        "_tls",
         "_writing_hooks",
         "_writing_paused",
         "_yielded",
@@ -340,8 +351,10 @@ class Connection(Weakrefable):
     )
 
     # Compiled, an instance's fields are laid out in the order mypyc first meets them: these
-    # here, then the rest in the order __init__ sets them. The one-byte flags first and
-    # together share one word (with mypyc's own bitmap) instead of padding a word each.
+    # here, then the rest in the order __init__ sets them. The one-byte flags first, then the
+    # small numbers as one-byte and four-byte native ints: together they fill three words
+    # where a bool or a tagged int took a word each (a compiled instance 256 -> 208 bytes
+    # with the address and TLS changes).
     _paused: bool
     _shut: bool
     _eof: bool
@@ -352,6 +365,15 @@ class Connection(Weakrefable):
     _owed: bool
     _jobs_hold: bool
     _relay_hold: bool
+    _state: u8  # OPEN .. CLOSED
+    _reader: u8  # READ_*
+    _kind: u8  # READ_*
+    _reason: u8  # an index into CLOSE_REASONS, 0 while open
+    _mask: i32  # poller interest, or _UNREGISTERED
+    #: The peer's port when ``_addr`` is its host alone, else -1 (``_split_address``).
+    _port: i32
+    _read_size: i32  # READ_SMALL_SIZE or READ_BUFFER_SIZE
+    _addr: Any
 
     def __init__(
         self,
@@ -365,7 +387,7 @@ class Connection(Weakrefable):
         # The same number as a Python int, made once: compiled code passing ``_fd`` to
         # os.write would box it, allocating an int per write for every fd above 256.
         self._fd_obj: Any = fd
-        self._addr: Any = addr
+        self._addr, self._port = _split_address(addr)
         self._loop = loop
         self.handler: Any = handler
         #: Per-connection state owned by the protocol (e.g. a WebSocket session).
@@ -392,9 +414,6 @@ class Connection(Weakrefable):
         self._reason = 0
         #: The handler and the plugins know of it (``_establish`` ran).
         self._established = False
-        #: TLS, the stage before the protocol that most touches the per-message paths (see
-        #: the module docstring); the preamble is in ``_rare``.
-        self._tls: TLSLayer | None = None
         self._protocol = protocol
         #: The protocol's shared packer for this connection, pinned by the protocol
         #: (``pin_shared_packer``); None: fan-out asks ``Protocol.shared_packer``.
@@ -423,9 +442,8 @@ class Connection(Weakrefable):
         self._jobs: ConnectionJobs | None = None
         self._owed = False
         self._jobs_hold = False
-        #: The connection this one is joined to by ``relay`` (both ways), and whether this
-        #: one is not read because that one's output is above high_water.
-        self._relay: Connection | None = None
+        #: This one is not read because the output of the one it is relayed to (``_rare``)
+        #: is above high_water.
         self._relay_hold = False
 
     # ------------------------------------------------------------------ public, any thread
@@ -445,7 +463,8 @@ class Connection(Weakrefable):
         self._shared = None  # the previous protocol's answer
         if self._loop.stats.counting:
             _note_counting(protocol)
-        if self._relay is None:  # a relayed connection's bytes bypass the protocol
+        rare = self._rare
+        if rare is None or rare.relay is None:  # a relayed connection's bytes bypass the protocol
             self._kind = _reader_for(protocol, self.handler is self._loop._handler)
         self._refresh()
 
@@ -527,6 +546,9 @@ class Connection(Weakrefable):
         client; the proxy is :attr:`proxy_address`.
         """
         addr = self._addr
+        port = self._port
+        if port >= 0:
+            return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
         if isinstance(addr, tuple) and len(addr) >= 2:
             host = addr[0]
             return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
@@ -538,7 +560,8 @@ class Connection(Weakrefable):
 
         Behind a proxy that announced the client, the client's address.
         """
-        return self._addr
+        port = self._port
+        return (self._addr, port) if port >= 0 else self._addr
 
     @property
     def proxy_address(self) -> Any:
@@ -555,8 +578,8 @@ class Connection(Weakrefable):
         """
         rare = self._extra()
         if rare.proxy_addr is None:
-            rare.proxy_addr = self._addr
-        self._addr = address
+            rare.proxy_addr = self.remote_address
+        self._addr, self._port = _split_address(address)
 
     @property
     def tls_version(self) -> str | None:
@@ -564,7 +587,7 @@ class Connection(Weakrefable):
         plaintext. A TLS connection is known to the handler only once its handshake completed,
         so in every handler callback, ``on_close`` included, this and the properties below are
         set; they read ``None`` once ``on_close`` has returned."""
-        tls = self._tls
+        tls = self._tls_layer()
         return tls.version if tls is not None else None
 
     @property
@@ -572,14 +595,14 @@ class Connection(Weakrefable):
         """The application protocol the TLS handshake agreed on (ALPN: ``"h2"``,
         ``"http/1.1"``...); ``None`` for plaintext or when the client offered none the server
         accepts (see ``alpn`` of :func:`~gev_core.server_context`)."""
-        tls = self._tls
+        tls = self._tls_layer()
         return tls.alpn_protocol if tls is not None else None
 
     @property
     def server_name(self) -> str | None:
         """The server name the TLS client asked for (SNI), e.g. ``"api.example.com"``;
         ``None`` for plaintext or a client that sent none."""
-        tls = self._tls
+        tls = self._tls_layer()
         return tls.server_name if tls is not None else None
 
     @property
@@ -587,7 +610,7 @@ class Connection(Weakrefable):
         """The client's certificate, verified, as ``ssl.SSLSocket.getpeercert()`` gives it
         (``subject``, ``issuer``, ``notAfter``, ``subjectAltName``...); ``None`` for plaintext
         or when no certificate was asked for (``verify_client``) or sent."""
-        tls = self._tls
+        tls = self._tls_layer()
         if tls is None:
             return None
         return tls.peer_certificate or None
@@ -596,7 +619,7 @@ class Connection(Weakrefable):
     def ssl_object(self) -> Any:
         """The connection's ``ssl.SSLObject`` (``cipher()``, ``getpeercert(binary_form=True)``,
         ``session_reused``...); ``None`` for plaintext."""
-        tls = self._tls
+        tls = self._tls_layer()
         return tls.ssl_object if tls is not None else None
 
     @property
@@ -669,7 +692,7 @@ class Connection(Weakrefable):
                 loop._handling != self._fd
                 and not loop._deferred
                 and self._out is None
-                and self._tls is None
+                and (self._rare is None or self._rare.tls is None)
             ):
                 # Mid-batch, a write to a connection other than the one being handled (a
                 # proxy's other side), while nothing waits to go before it: now.
@@ -715,13 +738,13 @@ class Connection(Weakrefable):
             raise RuntimeError("relay() must be called on the connections' loop thread")
         if other is self or other._loop is not loop:
             raise ValueError("relay() joins two different connections of one loop")
-        if self._relay is not None or other._relay is not None:
+        if self._relay_peer() is not None or other._relay_peer() is not None:
             raise ValueError("a connection is relayed to one other connection only")
         if self._state != OPEN or other._state != OPEN:
             raise ConnectionClosed(f"{self if self._state != OPEN else other!r} is closed")
         pending: list[tuple[Connection, bytes]] = []
         for conn, peer in ((self, other), (other, self)):
-            conn._relay = peer
+            conn._extra().relay = peer
             conn._kind = READ_RELAY
             conn._writing_hooks = _RELAY_HOOKS
             inbuf = conn._in
@@ -898,6 +921,14 @@ class Connection(Weakrefable):
             rare = self._rare = _Rare()
         return rare
 
+    def _tls_layer(self) -> TLSLayer | None:
+        rare = self._rare
+        return None if rare is None else rare.tls
+
+    def _relay_peer(self) -> Connection | None:
+        rare = self._rare
+        return None if rare is None else rare.relay
+
     def _attempt(self) -> ConnectAttempt | None:
         # The outbound attempt this connection is the result of, until it is ready.
         rare = self._rare
@@ -932,6 +963,7 @@ class Connection(Weakrefable):
     def _refresh(self) -> None:
         """Choose the read strategy for the connection's state now, and the poller interest."""
         state = self._state
+        reader: u8
         if state == OPEN:
             if (
                 self._paused
@@ -944,8 +976,8 @@ class Connection(Weakrefable):
                 # relayed-to connection's output), or input left waiting for its turn: no
                 # reading meanwhile.
                 reader = READ_NONE
-            elif self._tls is not None or (
-                self._rare is not None and self._rare.preamble is not None
+            elif self._rare is not None and (
+                self._rare.tls is not None or self._rare.preamble is not None
             ):
                 reader = READ_STAGED
             elif self._in is not None:
@@ -1138,10 +1170,12 @@ class Connection(Weakrefable):
             self._relay_out(data)
 
     def _relay_out(self, data: bytes) -> None:
-        peer = self._relay
+        rare = self._rare
+        peer = None if rare is None else rare.relay
         if peer is None or peer._state != OPEN:
             return  # it is closing, and closes this one once closed (_finalize)
-        if self._loop._deferred or peer._tls is not None:
+        peer_rare = peer._rare
+        if self._loop._deferred or (peer_rare is not None and peer_rare.tls is not None):
             # Something deferred in this batch may be for the peer (this write stays behind
             # it), or the bytes need encrypting: the general write.
             peer.write(data)
@@ -1167,7 +1201,7 @@ class Connection(Weakrefable):
             if rest is None:
                 return
             data = rest
-        if self._tls is not None:
+        if self._tls_layer() is not None:
             fresh = not self._established
             data = self._tls_feed(data)
             if data and fresh and self._established and self._read_paused:
@@ -1180,7 +1214,7 @@ class Connection(Weakrefable):
                 data = b""
         if data and self._state == OPEN:
             self._receive(data)
-        tls = self._tls
+        tls = self._tls_layer()
         if tls is not None and tls.peer_closed and self._state == OPEN:
             # The peer's close_notify: it sends nothing more. Close as for an EOF (our
             # pending output, then our close_notify).
@@ -1269,7 +1303,7 @@ class Connection(Weakrefable):
 
     def _send_replies(self, out: list[Any]) -> None:
         # Everything one receive produced leaves in one write.
-        if len(out) != 1 and not self._owed and self._tls is None:
+        if len(out) != 1 and not self._owed and (self._rare is None or self._rare.tls is None):
             self._transmit_out(out)
             return
         data = _take_replies(self._loop, out)
@@ -1384,7 +1418,7 @@ class Connection(Weakrefable):
         # The peer will send nothing more; flush what we owe it, then close (no lingering).
         self._eof = True
         self._set_reason(R_EOF)
-        tls = self._tls
+        tls = self._tls_layer()
         if tls is not None:
             # TLS seam: an EOF in the middle of the handshake is the peer's fault.
             try:
@@ -1520,7 +1554,8 @@ class Connection(Weakrefable):
         From then on every raw byte read goes through ``tls.feed`` (``_tls_feed``) and every
         byte sent through ``tls.encrypt`` (``_send``): the connection reads with READ_STAGED.
         """
-        self._tls = tls
+        if tls is not None or self._rare is not None:
+            self._extra().tls = tls
         self._refresh()
 
     def _after_preamble(self) -> None:
@@ -1538,7 +1573,7 @@ class Connection(Weakrefable):
         handler, protocol and plugins hear of the connection once it has completed
         (``_tls_feed``); a connection that has not completed it ``timeout`` seconds from now
         is closed."""
-        self._tls = tls
+        self._extra().tls = tls
         if timeout is not None:
             self._extra().stage_timer = self._loop.call_later(timeout, self._tls_expired, timeout)
         self._refresh()
@@ -1546,7 +1581,7 @@ class Connection(Weakrefable):
     def _start_client_tls(self, tls: TLSLayer, hello: bytes) -> None:
         """TLS seam, outbound side: the handshake begins with our ClientHello. The attempt's
         own timeout covers it (``_connect.py``)."""
-        self._tls = tls
+        self._extra().tls = tls
         self._refresh()
         if hello:
             self._transmit(hello)
@@ -1565,7 +1600,7 @@ class Connection(Weakrefable):
 
     def _tls_expired(self, timeout: float) -> None:
         self._extra().stage_timer = None
-        if self._tls is not None and not self._established and self._state == OPEN:
+        if self._tls_layer() is not None and not self._established and self._state == OPEN:
             self._set_reason(R_IDLE)
             logger.warning(
                 "closing %r: TLS handshake not completed within %.3g s of connecting",
@@ -1589,7 +1624,7 @@ class Connection(Weakrefable):
     def _tls_feed(self, data: bytes) -> bytes:
         """TLS seam: ciphertext in, plaintext out; the engine's own output (handshake, alerts,
         tickets) goes out at once. Returns b"" when there is no plaintext, or on failure."""
-        tls = self._tls
+        tls = self._tls_layer()
         assert tls is not None
         try:
             plain = tls.feed(data)
@@ -1612,7 +1647,8 @@ class Connection(Weakrefable):
     def _send(self, data: Any) -> None:
         """Send what the protocol or the application produced (plaintext); every byte the
         connection sends passes here. Raises TypeError for data that is not bytes-like."""
-        tls = self._tls
+        rare = self._rare
+        tls = None if rare is None else rare.tls
         if tls is not None:
             # TLS seam: the ciphertext of data (b"" while the handshake is still running:
             # the engine keeps the plaintext and its output follows the handshake).
@@ -1826,7 +1862,7 @@ class Connection(Weakrefable):
     def _shutdown_write(self, _: int = 0) -> None:
         if self._state == CLOSED or self._shut:
             return
-        tls = self._tls
+        tls = self._tls_layer()
         if tls is not None:
             # Our close_notify goes before the FIN (RFC 8446 6.1: a peer that sees FIN without
             # it cannot tell our end from a truncation); reading goes on.
@@ -1870,7 +1906,7 @@ class Connection(Weakrefable):
         self._set_reason(reason)
         self._in = None
         self._yielded = False
-        tls = self._tls
+        tls = self._tls_layer()
         if tls is not None:
             self._send_close_notify(tls.close)
             if self._state != OPEN:  # the write failed
@@ -2019,12 +2055,13 @@ class Connection(Weakrefable):
             loop._connection_closed(self)
         else:
             loop._connection_gone(self)
-        peer = self._relay
+        rare = self._rare
+        peer = None if rare is None else rare.relay
         if peer is not None:
             # Relayed: the other side closes too, after what it is still owed (as close()).
-            self._relay = peer._relay = None
+            assert rare is not None and peer._rare is not None
+            rare.relay = peer._rare.relay = None
             peer._loop_call(peer._close, R_LOCAL)
-        rare = self._rare
         if rare is not None and rare.connecting is not None:
             # An outbound connection closed before it was ready (on_connect failed, the peer
             # went away during the TLS handshake, the server stopped): tell its caller.
@@ -2035,7 +2072,22 @@ class Connection(Weakrefable):
         # jobs object refers to the connection, so let go of it. The TLS engine too: on_close
         # still reads what was negotiated (tls_version, peer_certificate...) for its logs.
         self._jobs = None
-        self._tls = None
+        if rare is not None:
+            rare.tls = None
+
+
+def _split_address(address: Any) -> tuple[Any, int]:
+    # A (host, port) pair is kept as its two parts, the port a native int (compiled): the
+    # tuple and the port's int object were 96 of an idle connection's ~420 bytes, and
+    # remote_address makes the tuple again when asked. Anything else (an IPv6 4-tuple, a Unix
+    # socket's path) is kept as given, with port -1. A function, not a method: __init__ calls
+    # it, and a method called there would make mypyc give up proving the fields set after it
+    # always defined (a check per read of each).
+    if type(address) is tuple and len(address) == 2 and type(address[0]) is str:
+        port = address[1]
+        if type(port) is int and 0 <= port <= 0xFFFF:
+            return address[0], port
+    return address, -1
 
 
 def _reply_list() -> list[Any]:
@@ -2074,14 +2126,14 @@ def _noop(conn: Any) -> None:
 # A relayed connection's writing hooks (Connection.relay): its output crossing the water marks
 # holds and releases reading the connection that feeds it.
 def _relay_pause(conn: Connection) -> None:
-    src = conn._relay
+    src = conn._relay_peer()
     if src is not None and not src._relay_hold:
         src._relay_hold = True
         src._refresh()
 
 
 def _relay_resume(conn: Connection) -> None:
-    src = conn._relay
+    src = conn._relay_peer()
     if src is not None and src._relay_hold:
         src._relay_hold = False
         src._refresh()

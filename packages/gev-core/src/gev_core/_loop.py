@@ -74,6 +74,8 @@ from ._stats import R_BUDGET, R_STOP, LoopStats
 if TYPE_CHECKING:
     import ssl as _ssl
 
+    from mypy_extensions import i32, u8
+
     from ._connect import ConnectAttempt, ConnectCallback
     from ._protocol import Protocol
     from ._server import Server
@@ -485,15 +487,16 @@ class EventLoop(Weakrefable):
         write = _write
         on_message = self._on_message
         READ_ = READ
-        MESSAGES = READ_MESSAGES
-        OWN = READ_MESSAGES_OWN
-        RELAY = READ_RELAY
-        FRAMES = READ_FRAMES
+        # Typed as the connection's fields (compiled: native compares, no conversion).
+        MESSAGES: u8 = READ_MESSAGES
+        OWN: u8 = READ_MESSAGES_OWN
+        RELAY: u8 = READ_RELAY
+        FRAMES: u8 = READ_FRAMES
         # The bound receive of the protocol read last: connections share their server's
         # protocol, and an identity check costs less than looking the method up per read.
         receiving: Any = None
         receive: Any = None
-        SMALL = READ_SMALL_SIZE
+        SMALL: i32 = READ_SMALL_SIZE
         now = self.now
         monotonic_ns = time.monotonic_ns
         #: When this iteration's work began (``monotonic_ns``), read only while counting.
@@ -630,9 +633,14 @@ class EventLoop(Weakrefable):
                     got = len(data)
                 conn.last_active = now
                 if reader == RELAY:
-                    peer = conn._relay
+                    # A relayed connection has its side object (Connection.relay made it).
+                    rare = conn._rare
+                    assert rare is not None
+                    peer = rare.relay
                     if peer is not None and peer._state == OPEN:
-                        if deferred or peer._tls is not None:
+                        peer_rare = peer._rare
+                        assert peer_rare is not None
+                        if deferred or peer_rare.tls is not None:
                             peer.write(data)
                         else:
                             peer._transmit(data, True)
