@@ -21,7 +21,7 @@ DRY=()
 run() { echo "+ $*" >&2; "$@"; }
 
 if [ -n "${SERVER_PYTHON:-}" ]; then
-  SERVERS=(--python "$SERVER_PYTHON")
+  SERVERS=(--python "$SERVER_PYTHON" --no-src-path)
 elif [ ${#DRY[@]} -eq 0 ]; then
   tag=$($PY -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
   run $PY tools/build_wheels.py
