@@ -679,6 +679,65 @@ def test_single_frame_replies_of_every_length_class_are_framed_exactly() -> None
         assert out == pack_message("other.Name", b"p" * size)
 
 
+def test_the_shortcut_s_last_frame_never_stands_for_a_different_one() -> None:
+    # receive() recognises a frame of the last one's length and name by comparing its first
+    # bytes, and answers a reply of the request's name and size with the request's header.
+    # Every way a frame or a reply can differ from the last must still be read and framed
+    # exactly: same length other name, same name other length, an equal-length name that
+    # differs in its last byte, a reply shorter or renamed, and payloads on both sides of
+    # the size from which a reply goes out as header and payload (two chunks).
+    from gev_core.testing import FakeConnection
+
+    replies: list[Any] = []
+
+    class Scripted(Handler):
+        def on_message(self, conn: Any, ctx: Any, data: Any) -> Any:
+            seen.append((ctx, data))
+            return replies.pop(0)
+
+    protocol = ProtobufProtocol()
+    conn: Any = FakeConnection(Scripted(), protocol)
+    seen: list[tuple[Any, Any]] = []
+    big = bytes(range(256)) * 3
+    script = [
+        (("pkg.A", b"12345678"), ("pkg.A", b"abcdefgh")),  # same name and size
+        (("pkg.A", b"12345679"), ("pkg.A", b"abcdefgh")),  # same shape, new content
+        (("pkg.B", b"12345678"), ("pkg.B", b"xyz")),  # same length, other name; shorter
+        (("pkg.A", b"12345678"), ("pkg.C", b"abcdefgh")),  # back to A; renamed reply
+        (("pkg.A", b"123"), ("pkg.A", b"123")),  # same name, other length
+        (("pkg.A", big), ("pkg.A", big[::-1])),  # gathered: header, then payload
+        (("pkg.A", big), ("pkg.A", big + b"!")),  # gathered under a header of its own
+        (("pkg.A", big), ("pkg.é", big)),  # renamed, gathered
+        (("pkg.A", b""), None),
+        (("pkg.A", b""), ("pkg.A", b"")),
+    ]
+    for (name, payload), reply in script:
+        replies.append(reply)
+        frame = pack_message(name, payload)
+        # Packed first, which caches the reply's name: a name never packed before goes
+        # through pack() in one piece.
+        expected = b"" if reply is None else pack_message(*reply)
+        out: list[Any] = []
+        assert protocol.receive(conn, frame, out) == len(frame)
+        assert seen.pop() == (name, payload)
+        assert b"".join(out) == expected, (name, payload, reply)
+        if reply is not None and len(reply[1]) >= 512:
+            assert len(out) == 2 and out[1] is reply[1]  # the payload is not copied
+        else:
+            assert len(out) <= 1
+
+
+def test_gathered_replies_reach_the_peer_whole() -> None:
+    # Replies from 512 bytes on leave receive() as header and payload; the reactor writes
+    # both with one writev, and whatever the kernel does not take is buffered in order.
+    handler = Recorder(reply=lambda ctx, data: (ctx, data[::-1]))
+    payloads = [bytes([i % 251]) * size for i, size in enumerate([511, 512, 4096, 300_000])]
+    with serve(handler, protocol="protobuf") as server, connect(server.address) as sock:
+        for payload in payloads:
+            sock.sendall(pack_message("pkg.Big", payload))
+            assert read_frames(sock, 1, timeout=30) == [("pkg.Big", payload[::-1])]
+
+
 def test_each_frame_reaches_the_connection_s_current_handler() -> None:
     # The shortcut remembers the last handler's bound on_message: a connection whose handler
     # was replaced, or another connection with its own handler, must reach the right one.

@@ -77,6 +77,12 @@ def _peer_error(exc: FrameError) -> ProtocolError:
 _HEADS_SIZE: Final = 2048
 _heads: Final[list[bytes | None]] = [None] * _HEADS_SIZE
 
+# receive()'s shortcut sends a reply payload of at least this many bytes as a second chunk
+# behind its header, which the reactor writes with the header in one writev, instead of
+# copying it into a frame. Below it the copy costs less than the writev's second buffer
+# (bench/RESULTS.md; gev-websocket's GATHER_MIN is the same).
+_GATHER_MIN: Final = 512
+
 # No handler: what receive()'s shortcut has seen before its first frame.
 _NOBODY: Final = object()
 
@@ -125,10 +131,8 @@ class ProtobufProtocol(Protocol):
         # So does a subclass's own pack: the shortcut frames replies without calling it.
         direct = registry is None and type(self).pack is ProtobufProtocol.pack
         self._shortcut_max = max_frame_size if direct else -1
-        #: receive()'s shortcut: the type name it saw last, after its u16 length (the frame's
-        #: bytes 4 to the payload, also the reply's), and that name decoded. One tuple, read
-        #: and replaced whole: the loops of a server share this object.
-        self._recent: tuple[bytes, str] = (b"", "")
+        #: receive()'s shortcut: the last frame it took (see there).
+        self._recent: tuple[bytes, str, int, bytes] = (b"", "", -1, b"")
         #: receive()'s shortcut: the handler it called last and that handler's bound
         #: ``on_message``, so that the next frame for it (usually every frame: the server's
         #: handler) costs an identity check instead of a method lookup. Replaced whole, as
@@ -221,67 +225,96 @@ class ProtobufProtocol(Protocol):
         # Everything else -- several frames, a partial one, a bad header, a type name not
         # seen before, a registry -- goes to scan_frames, which validates everything, so this
         # shortcut only ever accepts frames scan_frames accepts too.
+        if type(data) is not bytes:
+            # A memoryview is a stage the loop keeps (a frame that took several reads):
+            # rare, and the general path copies only what it must.
+            return self._receive_frames(conn, data, out)
         size = len(data)
-        if size > 5:
+        if size <= 5:
+            return self._receive_frames(conn, data, out)
+        # The last frame's header and name (bytes 0 to its payload), the name decoded, the
+        # frame's size and its name block (bytes 4 to the payload, a reply's under that
+        # name). One tuple, read and replaced whole: the loops of a server share this object.
+        head, name, head_size, block = self._recent
+        if size == head_size and data.startswith(head):
+            # The same length and name as the last frame, which passed every check below:
+            # a fixed-size message stream costs one compare here.
+            name_end = len(head)
+        else:
             length: int
             type_len: int
-            if _NATIVE and type(data) is bytes:
-                # Compiled, indexing bytes is a native load: no struct call, no tuple, no ints.
+            if _NATIVE:
+                # Compiled, indexing bytes is a native load: no struct call, no tuple.
                 length = data[0] << 24 | data[1] << 16 | data[2] << 8 | data[3]
                 type_len = data[4] << 8 | data[5]
             else:
                 length, type_len = _unpack_header(data, 0)
-            if length + 4 == size and length <= self._shortcut_max and type_len <= length - 2:
-                buf = data if type(data) is bytes else bytes(data)
-                name_end = 6 + type_len
-                # The name's length and bytes, which a reply under the same name repeats. The
-                # same name as the last frame's costs a compare instead of a hash and a dict
-                # lookup each way; names are cached once decoded and validated (_framing), and
-                # a name not cached yet takes the long way.
-                named = buf[4:name_end]
-                recent_block, recent_name = self._recent
-                name: str | None = recent_name
-                if named != recent_block:
-                    name = _decoded_names.get(named[2:])
-                    if name is not None:
-                        self._recent = (named, name)
-                if name is not None:
-                    handler = conn.handler
-                    seen, on_message = self._dispatch
-                    if handler is not seen:
-                        on_message = handler.on_message
-                        self._dispatch = (handler, on_message)
-                    reply = on_message(conn, name, buf[name_end:])
-                    # The loop's message counters, once a loop that counts has served this
-                    # protocol (Protocol.counting): the call into the core is ~400
-                    # instructions, a tenth of this echo, and a native flag a few.
-                    if self.counting:
-                        conn.count_messages(1, 0 if reply is None else 1)
-                    if type(reply) is tuple and len(reply) == 2:
-                        reply_name, payload = reply
-                        block = named if reply_name is name else _name_blocks.get(reply_name)
-                        if block is not None and type(payload) is bytes:
-                            total = len(block) + len(payload)
-                            head: bytes | None = None
-                            if total < _HEADS_SIZE:
-                                head = _heads[total]
-                                if head is None:
-                                    head = _heads[total] = total.to_bytes(4, "big")
-                            elif total <= MAX_FRAME_LENGTH:
-                                head = total.to_bytes(4, "big")
-                            # else over 4 GiB: pack() below raises the FrameError
-                            if head is not None:
-                                # Compiled, the frame is built in one allocation (two
-                                # concatenations would be two).
-                                if _NATIVE:
-                                    out.append(b"%b%b%b" % (head, block, payload))
-                                else:
-                                    out.append(head + block + payload)
-                                return size
-                    if reply is not None:
+            if length + 4 != size or length > self._shortcut_max or type_len > length - 2:
+                return self._receive_frames(conn, data, out)
+            name_end = 6 + type_len
+            head = data[:name_end]
+            # The same name as the last frame's costs a compare instead of a slice, a hash
+            # and a dict lookup; names are cached once decoded and validated (_framing), and
+            # a name not cached yet takes the long way.
+            if len(head) != len(block) + 4 or not head.endswith(block):
+                found = _decoded_names.get(head[6:])
+                if found is None:
+                    return self._receive_frames(conn, data, out)
+                name = found
+                block = head[4:]
+            self._recent = (head, name, size, block)
+        handler = conn.handler
+        seen, on_message = self._dispatch
+        if handler is not seen:
+            on_message = handler.on_message
+            self._dispatch = (handler, on_message)
+        reply = on_message(conn, name, data[name_end:])
+        # The loop's message counters, once a loop that counts has served this protocol
+        # (Protocol.counting): the call into the core is ~400 instructions, a tenth of this
+        # echo, and a native flag a few.
+        if self.counting:
+            conn.count_messages(1, 0 if reply is None else 1)
+        if type(reply) is tuple and len(reply) == 2:
+            reply_name, payload = reply
+            if type(payload) is bytes:
+                if reply_name is name:
+                    if len(payload) + name_end == size:
+                        # A reply of the request's name and size has the request's header.
+                        if len(payload) < _GATHER_MIN:
+                            out.append(head + payload)
+                        else:
+                            out.append(head)
+                            out.append(payload)
+                        return size
+                else:
+                    found_block = _name_blocks.get(reply_name)
+                    if found_block is None:
                         out.append(self.pack(conn, reply))
+                        return size
+                    block = found_block
+                total = len(block) + len(payload)
+                length_field: bytes | None = None
+                if total < _HEADS_SIZE:
+                    length_field = _heads[total]
+                    if length_field is None:
+                        length_field = _heads[total] = total.to_bytes(4, "big")
+                elif total <= MAX_FRAME_LENGTH:
+                    length_field = total.to_bytes(4, "big")
+                # else over 4 GiB: pack() below raises the FrameError
+                if length_field is not None:
+                    if len(payload) >= _GATHER_MIN:
+                        out.append(length_field + block)
+                        out.append(payload)
+                    # Compiled, the frame is built in one allocation (two concatenations
+                    # would be two).
+                    elif _NATIVE:
+                        out.append(b"%b%b%b" % (length_field, block, payload))
+                    else:
+                        out.append(length_field + block + payload)
                     return size
-        return self._receive_frames(conn, data, out)
+        if reply is not None:
+            out.append(self.pack(conn, reply))
+        return size
 
     def _receive_frames(self, conn: Connection, data: bytes | memoryview, out: list[Any]) -> int:
         try:
