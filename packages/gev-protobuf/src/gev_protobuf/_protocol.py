@@ -225,50 +225,67 @@ class ProtobufProtocol(Protocol):
         # Everything else -- several frames, a partial one, a bad header, a type name not
         # seen before, a registry -- goes to scan_frames, which validates everything, so this
         # shortcut only ever accepts frames scan_frames accepts too.
-        if type(data) is not bytes:
-            # A memoryview is a stage the loop keeps (a frame that took several reads):
-            # rare, and the general path copies only what it must.
-            return self._receive_frames(conn, data, out)
-        size = len(data)
-        if size <= 5:
-            return self._receive_frames(conn, data, out)
-        # The last frame's header and name (bytes 0 to its payload), the name decoded, the
-        # frame's size and its name block (bytes 4 to the payload, a reply's under that
-        # name). One tuple, read and replaced whole: the loops of a server share this object.
-        head, name, head_size, block = self._recent
-        if size == head_size and data.startswith(head):
-            # The same length and name as the last frame, which passed every check below:
-            # a fixed-size message stream costs one compare here.
+        buf: bytes
+        length: int
+        type_len: int
+        if type(data) is bytes:
+            buf = data
+            size = len(buf)
+            if size <= 5:
+                return self._receive_frames(conn, buf, out)
+        else:
+            # The rest of a frame that took several reads (the reactor's input buffer). Copied
+            # only if it is one whole frame, as its payload would be; else the general path
+            # copies what it must.
+            size = len(data)
+            if size <= 5:
+                return self._receive_frames(conn, data, out)
+            length, type_len = _unpack_header(data, 0)
+            if length + 4 != size:
+                return self._receive_frames(conn, data, out)
+            buf = bytes(data)
+        # The last frame's header and name (bytes 0 to its payload; empty until two frames
+        # in a row have had one size), its name decoded, its size and its name block (bytes
+        # 4 to the payload, a reply's under that name). One tuple, read and replaced whole:
+        # the loops of a server share this object.
+        head, name, last_size, block = self._recent
+        # len(), not truth: compiled, a bytes object's truth is a generic call.
+        if size == last_size and len(head) != 0 and buf.startswith(head):
+            # The last frame's length and name, which passed every check below: a stream of
+            # fixed-size messages costs one compare here.
             name_end = len(head)
         else:
-            length: int
-            type_len: int
             if _NATIVE:
                 # Compiled, indexing bytes is a native load: no struct call, no tuple.
-                length = data[0] << 24 | data[1] << 16 | data[2] << 8 | data[3]
-                type_len = data[4] << 8 | data[5]
+                length = buf[0] << 24 | buf[1] << 16 | buf[2] << 8 | buf[3]
+                type_len = buf[4] << 8 | buf[5]
             else:
-                length, type_len = _unpack_header(data, 0)
+                length, type_len = _unpack_header(buf, 0)
             if length + 4 != size or length > self._shortcut_max or type_len > length - 2:
-                return self._receive_frames(conn, data, out)
+                return self._receive_frames(conn, buf, out)
             name_end = 6 + type_len
-            head = data[:name_end]
-            # The same name as the last frame's costs a compare instead of a slice, a hash
-            # and a dict lookup; names are cached once decoded and validated (_framing), and
-            # a name not cached yet takes the long way.
-            if len(head) != len(block) + 4 or not head.endswith(block):
-                found = _decoded_names.get(head[6:])
+            # The same name as the last frame's costs a compare instead of a hash and a dict
+            # lookup; names are cached once decoded and validated (_framing), and a name not
+            # cached yet takes the long way.
+            named = buf[4:name_end]
+            if named == block:
+                # Kept from the second frame of one size and name on: a stream whose sizes
+                # or names vary does not pay for a header it would not match.
+                head = buf[:name_end] if size == last_size else b""
+            else:
+                found = _decoded_names.get(named[2:])
                 if found is None:
-                    return self._receive_frames(conn, data, out)
+                    return self._receive_frames(conn, buf, out)
                 name = found
-                block = head[4:]
+                block = named
+                head = b""
             self._recent = (head, name, size, block)
         handler = conn.handler
         seen, on_message = self._dispatch
         if handler is not seen:
             on_message = handler.on_message
             self._dispatch = (handler, on_message)
-        reply = on_message(conn, name, data[name_end:])
+        reply = on_message(conn, name, buf[name_end:])
         # The loop's message counters, once a loop that counts has served this protocol
         # (Protocol.counting): the call into the core is ~400 instructions, a tenth of this
         # echo, and a native flag a few.
@@ -277,10 +294,11 @@ class ProtobufProtocol(Protocol):
         if type(reply) is tuple and len(reply) == 2:
             reply_name, payload = reply
             if type(payload) is bytes:
+                payload_size = len(payload)
                 if reply_name is name:
-                    if len(payload) + name_end == size:
+                    if len(head) == name_end and payload_size + name_end == size:
                         # A reply of the request's name and size has the request's header.
-                        if len(payload) < _GATHER_MIN:
+                        if payload_size < _GATHER_MIN:
                             out.append(head + payload)
                         else:
                             out.append(head)
@@ -292,7 +310,7 @@ class ProtobufProtocol(Protocol):
                         out.append(self.pack(conn, reply))
                         return size
                     block = found_block
-                total = len(block) + len(payload)
+                total = len(block) + payload_size
                 length_field: bytes | None = None
                 if total < _HEADS_SIZE:
                     length_field = _heads[total]
@@ -302,7 +320,7 @@ class ProtobufProtocol(Protocol):
                     length_field = total.to_bytes(4, "big")
                 # else over 4 GiB: pack() below raises the FrameError
                 if length_field is not None:
-                    if len(payload) >= _GATHER_MIN:
+                    if payload_size >= _GATHER_MIN:
                         out.append(length_field + block)
                         out.append(payload)
                     # Compiled, the frame is built in one allocation (two concatenations
