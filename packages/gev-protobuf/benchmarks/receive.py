@@ -6,18 +6,19 @@ Run from the repository root::
     PYTHONPATH=packages/gev-protobuf/src:packages/gev-core/src:packages/gev-ringbuffer/src \\
         python packages/gev-protobuf/benchmarks/receive.py
 
-Each read is a ``memoryview`` slice of a reused 256 KiB ``bytearray``, as the reactor passes
-it. "ping-pong" has one frame per read (a client waiting for each answer, the bench/run.py
+Each read is a ``bytes`` object, as the reactor passes a read to a protocol that sets
+``accepts_bytes`` (a ``memoryview`` only when bytes are carried over from an earlier read).
+"ping-pong" has one frame per read (a client waiting for each answer, the bench/run.py
 ``pb50x64`` scenario); "pipelined" has 100 per read.
 
 The variants are timed interleaved, round after round, and the best round is kept: on a
 shared virtual machine a variant timed in one block can be slowed down as a whole.
 
-Measured on CPython 3.11 (shared 2-vCPU VM), ping-pong: the shipped receive about 1.1 µs
-per read, a scan_frames loop about 1.8 µs, a parse_frame loop about 1.6 µs; pipelined, all
-three within a few percent of each other per frame. Under callgrind the same ping-pong read
-costs about 12,000 / 17,800 / 17,000 instructions, which is the more stable comparison on
-a noisy machine.
+Measured on CPython 3.11 (shared 2-vCPU VM, pure Python, best of 40 rounds), ping-pong: the
+shipped receive about 0.8 µs per read (a frame of the last one's size and name costs one
+compare there), a scan_frames loop about 1.8 µs, a parse_frame loop about 1.7 µs; pipelined,
+all three within ~15 % of each other per frame. bench/RESULTS.md has callgrind counts of
+receive() by stream shape, the more stable comparison on a noisy machine.
 """
 
 from __future__ import annotations
@@ -43,10 +44,10 @@ class _Conn:
 
 
 PROTOCOL = ProtobufProtocol()
-Receive = Callable[[Any, memoryview, list[Any]], int]
+Receive = Callable[[Any, bytes, list[Any]], int]
 
 
-def receive_scan_frames(conn: Any, data: memoryview, out: list[Any]) -> int:
+def receive_scan_frames(conn: Any, data: bytes, out: list[Any]) -> int:
     """What receive would be on top of scan_frames alone."""
     try:
         frames, consumed = scan_frames(data, PROTOCOL.max_frame_size)
@@ -63,9 +64,9 @@ def receive_scan_frames(conn: Any, data: memoryview, out: list[Any]) -> int:
     return consumed
 
 
-def receive_parse_frame(conn: Any, data: memoryview, out: list[Any]) -> int:
-    """What receive would be on top of a parse_frame loop (copying even a partial frame)."""
-    buf = data.tobytes()
+def receive_parse_frame(conn: Any, data: bytes, out: list[Any]) -> int:
+    """What receive would be on top of a parse_frame loop."""
+    buf = data
     limit = PROTOCOL.max_frame_size
     on_message = conn.handler.on_message
     pack = PROTOCOL.pack
@@ -91,7 +92,7 @@ VARIANTS: dict[str, Receive] = {
 }
 
 
-def _best_ns_per_frame(data: memoryview, frames: int, calls: int, rounds: int) -> dict[str, float]:
+def _best_ns_per_frame(data: bytes, frames: int, calls: int, rounds: int) -> dict[str, float]:
     conn = _Conn()
     out: list[Any] = []
     best = dict.fromkeys(VARIANTS, float("inf"))
@@ -112,22 +113,19 @@ def main() -> None:
     args = parser.parse_args()
 
     frame = pack_message("bench.Echo", b"x" * 64)
-    storage = bytearray(256 * 1024)
     cases = []
     for label, count in (("ping-pong, 1 frame/read", 1), ("pipelined, 100 frames/read", 100)):
         stream = frame * count
-        storage[: len(stream)] = stream
-        view = memoryview(storage)[: len(stream)]
         for name, receive in VARIANTS.items():
             out: list[Any] = []
-            assert receive(_Conn(), view, out) == len(stream), name
+            assert receive(_Conn(), stream, out) == len(stream), name
             assert b"".join(out) == stream, name
-        cases.append((label, view, count))
+        cases.append((label, stream, count))
 
     print(f"Python {sys.version.split()[0]}; ns per frame, best of {args.rounds} rounds")
     print(f"{'case':30}" + "".join(f"{name:>20}" for name in VARIANTS))
-    for label, view, count in cases:
-        best = _best_ns_per_frame(view, count, max(1, 5000 // count), args.rounds)
+    for label, stream, count in cases:
+        best = _best_ns_per_frame(stream, count, max(1, 5000 // count), args.rounds)
         print(f"{label:30}" + "".join(f"{best[name]:20.0f}" for name in VARIANTS))
 
 
