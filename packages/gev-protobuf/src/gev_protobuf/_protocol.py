@@ -241,7 +241,7 @@ class ProtobufProtocol(Protocol):
             if size <= 5:
                 return self._receive_frames(conn, data, out)
             length, type_len = _unpack_header(data, 0)
-            if length + 4 != size:
+            if length + 4 != size or length > self._shortcut_max:
                 return self._receive_frames(conn, data, out)
             buf = bytes(data)
         # The last frame's header and name (bytes 0 to its payload; empty until two frames
